@@ -1,0 +1,342 @@
+"""The HTTP layer: a Flask app that Label Studio (and curl users) talk to.
+
+It knows nothing of any model library: it validates requests, builds the per-request model
+instance, shapes answers the way Label Studio stores them, and turns every failure into JSON
+`{"status": <code>, "detail": "<message>"}`.
+"""
+
+import hmac
+import json
+import logging
+import math
+import os
+import threading
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Type
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .admission import InferenceGate
+from .exceptions import BadRequest, MLBackendError, Unauthorized
+from .media import check_label_studio_connection
+from .metrics import RequestMetrics, to_prometheus
+from .model import LabelStudioMLBase
+from .response import ModelResponse
+from .utils import env_bool, env_float, env_int, project_id_from
+
+logger = logging.getLogger(__name__)
+
+# Label Studio sends these webhooks without the Basic auth header even when the user configured it.
+UNAUTHENTICATED_WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+
+
+def _json_body() -> Dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return body
+
+
+def _error(status: int, detail: str, headers: Optional[dict] = None, tb: Optional[str] = None) -> Response:
+    payload = {"status": status, "detail": detail}
+    if tb:
+        payload["traceback"] = tb
+    response = jsonify(payload)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _numeric_score(prediction: dict) -> float:
+    """Label Studio rejects a whole batch when a score is not a number: make sure it is one."""
+    score = prediction.get("score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+        return float(score)
+    region_scores = [
+        r["score"] for r in prediction.get("result") or []
+        if isinstance(r, dict) and isinstance(r.get("score"), (int, float)) and math.isfinite(r["score"])
+    ]
+    return float(sum(region_scores) / len(region_scores)) if region_scores else 0.0
+
+
+def task_error(model_version: str, detail: str) -> dict:
+    """The answer for one task that could not be predicted: Label Studio stores it as an empty
+    prediction (ignoring `error`), the other tasks of the batch keep theirs."""
+    return {"result": [], "score": 0, "model_version": model_version, "error": detail}
+
+
+def _task_problem(task: Any, index: int) -> Optional[str]:
+    if not isinstance(task, dict):
+        return f"tasks[{index}] is not a JSON object"
+    if not isinstance(task.get("data"), dict):
+        return f"tasks[{index}] (id {task.get('id')}) has no 'data' object"
+    return None
+
+
+class MLServer:
+    """Request handling bound to one model class; `init_app` wires it into Flask."""
+
+    def __init__(self, model_class: Type[LabelStudioMLBase], basic_auth_user=None, basic_auth_pass=None, model_kwargs=None):
+        self.model_class = model_class
+        self.model_kwargs = model_kwargs or {}
+        self.auth_user = basic_auth_user or os.getenv("BASIC_AUTH_USER")
+        self.auth_pass = basic_auth_pass or os.getenv("BASIC_AUTH_PASS")
+        self.metrics = RequestMetrics()
+        self.gate = InferenceGate(
+            max_running=env_int("PREDICT_CONCURRENCY", 4),
+            max_waiting=env_int("PREDICT_QUEUE_SIZE", 64),
+            wait_timeout=env_float("PREDICT_QUEUE_TIMEOUT", 90.0),
+        )
+        self.debug = False
+
+    # ----- helpers -----------------------------------------------------------------------------
+    def new_model(self, project, label_config=None) -> LabelStudioMLBase:
+        return self.model_class(project_id=project_id_from(project), label_config=label_config, **self.model_kwargs)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_user and self.auth_pass)
+
+    def authenticated(self) -> bool:
+        auth = request.authorization
+        if not auth or auth.type != "basic":
+            return False
+        user_ok = hmac.compare_digest((auth.username or "").encode(), self.auth_user.encode())
+        pass_ok = hmac.compare_digest((auth.password or "").encode(), self.auth_pass.encode())
+        return user_ok and pass_ok
+
+    # ----- endpoints ---------------------------------------------------------------------------
+    def health(self):
+        body = {"status": "UP", "model_class": self.model_class.__name__}
+        body.update(self.model_class.backend_status())
+        return jsonify(body)
+
+    def setup(self):
+        data = _json_body()
+        if "project" not in data:
+            raise BadRequest("'project' is required")
+        schema = data.get("schema")
+        if schema is not None and not isinstance(schema, str):
+            raise BadRequest("'schema' must be the labeling config XML string")
+        model = self.new_model(data["project"], schema)
+        extra_params = data.get("extra_params")
+        if extra_params:
+            model.set_extra_params(extra_params)
+        model.set_label_studio_access(data.get("hostname"), data.get("access_token"))
+        return jsonify({"model_version": str(model.model_version)})
+
+    def predict(self):
+        data = _json_body()
+        tasks = data.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequest("'tasks' must be a list of tasks")
+        label_config = data.get("label_config")
+        if label_config is not None and not isinstance(label_config, str):
+            raise BadRequest("'label_config' must be the labeling config XML string")
+        params = data.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("'params' must be a JSON object")
+        params = dict(params)
+        context = params.pop("context", None) or None
+        if not tasks:
+            return jsonify({"results": []})
+
+        problems = [_task_problem(task, i) for i, task in enumerate(tasks)]
+        if all(problems):
+            raise BadRequest("; ".join(problems))
+
+        with self.gate.slot():
+            model = self.new_model(data.get("project"), label_config)
+            version = str(model.model_version)
+            valid = [task for task, problem in zip(tasks, problems) if not problem]
+            predictions = self._predict_isolated(model, valid, context, params, version)
+
+        results, it = [], iter(predictions)
+        for task, problem in zip(tasks, problems):
+            if problem:
+                logger.warning("Task skipped: %s", problem)
+                results.append(task_error(version, problem))
+            else:
+                results.append(next(it))
+        return jsonify({"results": results})
+
+    def _predict_isolated(self, model, tasks: List[dict], context, params, version: str) -> List[dict]:
+        """Predict a batch; if the model fails on a batch, retry task by task so one bad task
+        costs only its own prediction (request-level errors such as a bad config still fail all)."""
+        try:
+            return self._call_predict(model, tasks, context, params, version)
+        except BadRequest:
+            raise
+        except Exception as exc:
+            if len(tasks) == 1:
+                raise
+            logger.warning("Batch of %d tasks failed (%s); predicting task by task", len(tasks), exc)
+        results = []
+        for task in tasks:
+            try:
+                results.extend(self._call_predict(model, [task], context, params, version))
+            except BadRequest:
+                raise
+            except Exception as exc:
+                detail = exc.detail if isinstance(exc, MLBackendError) else f"{type(exc).__name__}: {exc}"
+                logger.error("Task %s failed: %s", task.get("id"), detail, exc_info=logger.isEnabledFor(logging.DEBUG))
+                results.append(task_error(version, detail))
+        return results
+
+    def _call_predict(self, model, tasks, context, params, version) -> List[dict]:
+        response = model.predict(tasks, context=context, **params)
+        if isinstance(response, ModelResponse):
+            if not response.has_model_version():
+                response.set_version(version)
+            else:
+                response.update_predictions_version()
+            predictions = response.predictions
+        elif isinstance(response, dict):
+            predictions = response.get("predictions", [response])
+            version = response.get("model_version") or version
+        else:
+            predictions = response or []
+        out = []
+        for prediction in predictions:
+            prediction = prediction.model_dump(exclude_none=True) if hasattr(prediction, "model_dump") else dict(prediction)
+            if not prediction.get("model_version"):
+                prediction["model_version"] = version
+            else:
+                prediction["model_version"] = str(prediction["model_version"])
+            prediction["score"] = _numeric_score(prediction)
+            prediction.setdefault("result", [])
+            out.append(prediction)
+        if len(out) != len(tasks):
+            logger.warning(
+                "%s.predict returned %d predictions for %d tasks: Label Studio stores none of them",
+                type(model).__name__, len(out), len(tasks),
+            )
+        return out
+
+    def webhook(self, default_event: Optional[str] = None):
+        data = _json_body()
+        if default_event is None:
+            event = data.pop("action", None)
+            if not isinstance(event, str):
+                raise BadRequest("Webhook body must carry an 'action'")
+        else:
+            event = default_event
+            data.pop("action", None)
+        if event not in self.model_class.TRAIN_EVENTS:
+            return jsonify({"status": "Unknown event"}), 200
+        if self.auth_enabled and not g.authenticated and event not in UNAUTHENTICATED_WEBHOOK_EVENTS:
+            raise Unauthorized("Authentication required")
+
+        project = data.get("project")
+        if isinstance(project, dict):
+            project_id, label_config = project.get("id"), project.get("label_config")
+        else:  # older /train form: {"annotations": [...], "project": "<id>.<ts>", "label_config": ...}
+            project_id, label_config = project, data.get("label_config")
+        if project_id in (None, ""):
+            raise BadRequest("Webhook body must carry 'project' with its 'id'")
+        if label_config is not None and not isinstance(label_config, str):
+            raise BadRequest("'label_config' must be the labeling config XML string")
+
+        model = self.new_model(project_id, label_config)
+        result = model.fit(event, data)
+        # Unauthenticated annotation webhooks may train, but never read anything back.
+        body = {"result": json.loads(json.dumps(result, default=str)) if g.authenticated or not self.auth_enabled else None,
+                "status": "ok"}
+        return jsonify(body), 201
+
+    def train(self):
+        return self.webhook(default_event="START_TRAINING")
+
+    def versions(self):
+        project = request.args.get("project")
+        if project is None:
+            body = request.get_json(force=True, silent=True)
+            project = body.get("project") if isinstance(body, dict) else None
+        model = self.new_model(project)
+        return jsonify({"versions": [str(model.model_version)]})
+
+    def metrics_view(self):
+        snapshot = self.metrics.snapshot()
+        gauges = self.gate.figures()
+        status = self.model_class.backend_status()
+        wants_text = request.args.get("format") == "prometheus" or (
+            "text/plain" in request.headers.get("Accept", "") and "application/json" not in request.headers.get("Accept", "")
+        )
+        if wants_text:
+            return Response(to_prometheus(snapshot, gauges), mimetype="text/plain; version=0.0.4")
+        snapshot.update(gauges)
+        snapshot["model_class"] = self.model_class.__name__
+        snapshot.update(status)
+        return jsonify(snapshot)
+
+
+def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str] = None,
+             basic_auth_pass: Optional[str] = None, model_kwargs: Optional[dict] = None) -> Flask:
+    """Build the Flask app serving `model_class`.
+
+    Basic auth (arguments, else `BASIC_AUTH_USER`/`BASIC_AUTH_PASS`) then guards every endpoint,
+    except that Label Studio's annotation webhooks, which it sends without credentials, may reach
+    `fit` (their answer carries no result). `model_kwargs` are passed to every model instance.
+    """
+    server = MLServer(model_class, basic_auth_user, basic_auth_pass, model_kwargs)
+    app = Flask(model_class.__name__ + "-ml-backend")
+    app.config["MAX_CONTENT_LENGTH"] = env_int("MAX_REQUEST_MB", 100) * 1024 * 1024
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["ml_server"] = server
+
+    routes = [
+        ("/", "index", server.health, ["GET"]),
+        ("/health", "health", server.health, ["GET"]),
+        ("/setup", "setup", server.setup, ["POST"]),
+        ("/predict", "predict", server.predict, ["POST"]),
+        ("/webhook", "webhook", server.webhook, ["POST"]),
+        ("/train", "train", server.train, ["POST"]),
+        ("/versions", "versions", server.versions, ["GET"]),
+        ("/metrics", "metrics", server.metrics_view, ["GET"]),
+    ]
+    for rule, name, view, methods in routes:
+        app.add_url_rule(rule, name, view, methods=methods)
+
+    @app.before_request
+    def _before():
+        g.started = time.perf_counter()
+        g.authenticated = server.auth_enabled and server.authenticated()
+        # /webhook decides itself: Label Studio's annotation events arrive without credentials.
+        if server.auth_enabled and not g.authenticated and request.path != "/webhook":
+            return _error(401, "Authentication required", {"WWW-Authenticate": 'Basic realm="Login required"'})
+
+    @app.after_request
+    def _after(response):
+        started = g.get("started")
+        if started is not None:
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            server.metrics.observe(endpoint, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.errorhandler(MLBackendError)
+    def _ml_error(exc: MLBackendError):
+        level = logging.ERROR if exc.status_code >= 500 else logging.WARNING
+        logger.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status_code, exc.detail)
+        headers = dict(exc.headers)
+        if exc.status_code == 401:
+            headers.setdefault("WWW-Authenticate", 'Basic realm="Login required"')
+        return _error(exc.status_code, exc.detail, headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.error("%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc,
+                     exc_info=logger.isEnabledFor(logging.DEBUG))
+        tb = traceback.format_exc() if server.debug or app.debug else None
+        return _error(500, f"Internal error: {type(exc).__name__}: {exc}", tb=tb)
+
+    if env_bool("LABEL_STUDIO_CHECK", True):
+        threading.Thread(target=lambda: logger.info(check_label_studio_connection()), daemon=True,
+                         name="label-studio-check").start()
+    return app

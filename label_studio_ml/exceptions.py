@@ -1,0 +1,53 @@
+"""Errors a model or the server raises to answer a request with a precise HTTP status.
+
+The HTTP layer turns every `MLBackendError` into `{"status": <code>, "detail": "<message>"}`;
+anything else becomes a 500 with the same shape.
+"""
+
+
+class MLBackendError(Exception):
+    """Base class: carries the HTTP status the client should see."""
+
+    status_code = 500
+
+    def __init__(self, detail: str, status_code: int = None, headers: dict = None):
+        super().__init__(detail)
+        self.detail = detail
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = headers or {}
+
+
+class BadRequest(MLBackendError):
+    """The request body or the labeling config is unusable (400)."""
+
+    status_code = 400
+
+
+class Unauthorized(MLBackendError):
+    status_code = 401
+
+
+class NotFound(MLBackendError):
+    """A file or resource named by the request does not exist (404)."""
+
+    status_code = 404
+
+
+class PayloadTooLarge(MLBackendError):
+    status_code = 413
+
+
+class FailedDependency(MLBackendError):
+    """Something the request depends on (a media URL, Label Studio) could not be reached (424)."""
+
+    status_code = 424
+
+
+class Overloaded(MLBackendError):
+    """Too much work in flight: the client should retry later (503 + Retry-After)."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after: int = 5):
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
