@@ -98,11 +98,21 @@ def _timeout() -> Tuple[float, float]:
 
 
 class _BoundedSession(requests.Session):
-    """Every media request gets a timeout and refuses bodies above `MEDIA_MAX_BYTES`."""
+    """Every media request gets a timeout and refuses bodies above `MEDIA_MAX_BYTES`.
+
+    It also remembers whether Label Studio refused the credentials: the SDK may try a second
+    URL after a 401 and then re-raise the first URL's error, which would hide the 401.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.unauthorized = False
 
     def request(self, method, url, **kwargs):
         kwargs.setdefault("timeout", _timeout())
         response = super().request(method, url, **kwargs)
+        if response.status_code in (401, 403):
+            self.unauthorized = True
         limit = env_int("MEDIA_MAX_BYTES", 512 * 1024 * 1024)
         length = response.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
@@ -174,37 +184,40 @@ def get_local_path(
     cache_dir = cache_dir or media_cache_dir()
     pat = bool(token) and bool(base_url) and is_personal_access_token(token)
 
-    def fetch(force_refresh=False):
+    def fetch(session, force_refresh=False):
         effective = _tokens.access_token(base_url, token, force=force_refresh) if pat else token
-        with ls_io.http_session(_BoundedSession()):
+        with ls_io.http_session(session):
             return ls_io.get_local_path(
                 url, cache_dir=cache_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,
             )
 
+    session = _BoundedSession()
     try:
         try:
-            path = fetch()
-        except requests.HTTPError as exc:
-            if pat and exc.response is not None and exc.response.status_code == 401:
-                path = fetch(force_refresh=True)
-            else:
+            path = fetch(session)
+        except requests.HTTPError:
+            if not (pat and session.unauthorized):
                 raise
+            session = _BoundedSession()  # the access token may have been revoked: refresh once
+            path = fetch(session, force_refresh=True)
     except (NotFound, FailedDependency, PayloadTooLarge, BadRequest):
         raise
     except requests.HTTPError as exc:
+        if session.unauthorized:
+            raise FailedDependency(
+                f"Cannot download {url}: Label Studio refused the credentials (HTTP 401/403): "
+                "check LABEL_STUDIO_API_KEY"
+            ) from exc
         status = exc.response.status_code if exc.response is not None else None
         if status == 404:
             raise NotFound(f"File not found: {url} (HTTP 404)") from exc
-        hint = " (check LABEL_STUDIO_API_KEY)" if status in (401, 403) else ""
-        raise FailedDependency(f"Cannot download {url}: HTTP {status}{hint}") from exc
+        raise FailedDependency(f"Cannot download {url}: HTTP {status}") from exc
     except requests.RequestException as exc:
         raise FailedDependency(f"Cannot download {url}: {type(exc).__name__}: {exc}") from exc
     except FileNotFoundError as exc:
         raise NotFound(f"Cannot resolve {url}: {exc}") from exc
-    except ValueError as exc:
-        raise FailedDependency(f"Cannot resolve {url}: {exc}") from exc
-    except Exception as exc:  # the SDK raises bare Exception e.g. for cloud URIs without a task id
+    except Exception as exc:  # the SDK raises ValueError or bare Exception (cloud URI without task id...)
         raise FailedDependency(f"Cannot resolve {url}: {exc}") from exc
 
     max_mb = env_int("MEDIA_CACHE_MAX_MB", 2048)
@@ -224,8 +237,12 @@ def check_label_studio_connection() -> str:
     if not base_url:
         return "LABEL_STUDIO_URL is not set: media under /data/upload, local and cloud storage cannot be fetched"
     problems = url_problems(base_url)
-    if problems:
+    if not base_url.startswith(("http://", "https://")):
         return "; ".join(problems)
+    return "; ".join([_reachability(base_url, token)] + problems)
+
+
+def _reachability(base_url: str, token: str) -> str:
     if not token:
         return f"Label Studio at {base_url}: LABEL_STUDIO_API_KEY is not set, uploads cannot be fetched"
     kind = "personal access token" if is_personal_access_token(token) else "legacy token"

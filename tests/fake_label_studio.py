@@ -1,0 +1,77 @@
+"""A tiny stand-in for Label Studio's media endpoints, for media-download tests."""
+
+import time
+import uuid
+
+import jwt
+from flask import Flask, Response, abort, jsonify, request
+
+PNG_BYTES = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
+
+
+def personal_access_token() -> str:
+    return jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 3600, "jti": uuid.uuid4().hex}, "test-signing-key-0123456789abcdef0123", "HS256")
+
+
+def make_fake_label_studio():
+    app = Flask("fake-label-studio")
+    state = {"valid_access": set(), "refreshes": 0, "downloads": 0}
+    app.config["state"] = state
+
+    def authorized():
+        header = request.headers.get("Authorization", "")
+        if header == "Token " + LEGACY_TOKEN:
+            return True
+        return header.startswith("Bearer ") and header[7:] in state["valid_access"]
+
+    @app.post("/api/token/refresh/")
+    def refresh():
+        token = (request.get_json(silent=True) or {}).get("refresh", "")
+        try:
+            claims = jwt.decode(token, "test-signing-key-0123456789abcdef0123", algorithms=["HS256"])
+        except jwt.PyJWTError:
+            return jsonify({"detail": "invalid"}), 401
+        if claims.get("token_type") != "refresh":
+            return jsonify({"detail": "invalid"}), 401
+        state["refreshes"] += 1
+        access = jwt.encode({"token_type": "access", "exp": int(time.time()) + 300, "jti": uuid.uuid4().hex}, "test-signing-key-0123456789abcdef0123", "HS256")
+        state["valid_access"].add(access)
+        return jsonify({"access": access})
+
+    @app.get("/api/current-user/whoami")
+    def whoami():
+        return (jsonify({"id": 1}), 200) if authorized() else (jsonify({"detail": "no"}), 401)
+
+    def serve_file():
+        if not authorized():
+            return jsonify({"detail": "Authentication credentials were not provided."}), 401
+        state["downloads"] += 1
+        return Response(PNG_BYTES, mimetype="image/png")
+
+    @app.get("/data/upload/<int:project>/<name>")
+    def upload(project, name):
+        if name.startswith("missing"):
+            abort(404)
+        return serve_file()
+
+    @app.get("/storage-data/uploaded/")
+    def storage_proxy():
+        abort(404)  # like a FileSystemStorage setup: the SDK falls back to /data/upload
+
+    @app.get("/tasks/<int:task_id>/presign/")
+    def presign(task_id):
+        return serve_file()
+
+    @app.get("/public/<name>")
+    def public(name):
+        if name == "slow.png":
+            time.sleep(3)
+        if name == "huge.png":
+            return Response(b"0" * 2048, mimetype="image/png")
+        return Response(PNG_BYTES, mimetype="image/png")
+
+    return app

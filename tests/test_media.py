@@ -1,0 +1,119 @@
+"""Task media: local paths, Label Studio uploads with legacy and personal tokens, errors, cache bounds."""
+
+import os
+
+import pytest
+import requests
+
+from conftest import serve_in_thread
+from fake_label_studio import LEGACY_TOKEN, PNG_BYTES, make_fake_label_studio, personal_access_token
+from label_studio_ml import media
+from label_studio_ml.api import init_app
+from label_studio_ml.exceptions import BadRequest, FailedDependency, NotFound, PayloadTooLarge
+from sdk_models import EchoModel
+
+
+@pytest.fixture
+def fake_ls(model_dir, monkeypatch):
+    app = make_fake_label_studio()
+    with serve_in_thread(app) as base:
+        monkeypatch.setenv("LABEL_STUDIO_URL", base)
+        yield base, app.config["state"]
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_local_paths_are_used_as_is(tmp_path, model_dir):
+    image = tmp_path / "a.png"
+    image.write_bytes(PNG_BYTES)
+    assert media.get_local_path(str(image)) == str(image)
+    assert media.get_local_path("file://" + str(image)) == str(image)
+    with pytest.raises(NotFound, match="/no/such/file.png"):
+        media.get_local_path("/no/such/file.png")
+    with pytest.raises(BadRequest):
+        media.get_local_path(None)
+
+
+def test_upload_with_legacy_token(fake_ls, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    path = media.get_local_path("/data/upload/1/img.png")
+    assert read(path) == PNG_BYTES
+    assert path.startswith(media.media_cache_dir())
+
+
+def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls, monkeypatch):
+    base, state = fake_ls
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal_access_token())
+    assert read(media.get_local_path("/data/upload/1/one.png")) == PNG_BYTES
+    assert state["refreshes"] == 1
+    assert read(media.get_local_path("/data/upload/1/two.png")) == PNG_BYTES
+    assert state["refreshes"] == 1, "a valid access token is reused"
+    state["valid_access"].clear()  # Label Studio revoked the access token
+    assert read(media.get_local_path("/data/upload/1/three.png")) == PNG_BYTES
+    assert state["refreshes"] == 2
+
+
+def test_cloud_storage_uri_goes_through_presign_with_task_id(fake_ls, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    assert read(media.get_local_path("s3://bucket/a.png", task_id=10)) == PNG_BYTES
+    with pytest.raises(FailedDependency, match="s3://bucket/b.png"):
+        media.get_local_path("s3://bucket/b.png")  # no task id: cannot presign
+
+
+def test_wrong_token_missing_file_and_timeouts_name_the_url(fake_ls, monkeypatch):
+    base, _ = fake_ls
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "wrong")
+    with pytest.raises(FailedDependency, match=r"HTTP 401.*LABEL_STUDIO_API_KEY"):
+        media.get_local_path("/data/upload/1/img.png")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    with pytest.raises(NotFound, match="missing.png"):
+        media.get_local_path("/data/upload/1/missing.png")
+    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "0.5")
+    with pytest.raises(FailedDependency, match="slow.png"):
+        media.get_local_path(base + "/public/slow.png")
+    with pytest.raises(FailedDependency, match="127.0.0.1:9"):
+        media.get_local_path("http://127.0.0.1:9/unreachable.png")
+    monkeypatch.setenv("MEDIA_MAX_BYTES", "1000")
+    with pytest.raises(PayloadTooLarge, match="huge.png"):
+        media.get_local_path(base + "/public/huge.png")
+
+
+def test_upload_without_label_studio_url_is_a_clear_error(model_dir):
+    with pytest.raises(NotFound, match="LABEL_STUDIO_URL"):
+        media.get_local_path("/data/upload/1/img.png")
+
+
+def test_setup_credentials_are_the_fallback(fake_ls, monkeypatch):
+    base, _ = fake_ls
+    monkeypatch.delenv("LABEL_STUDIO_URL")
+    with serve_in_thread(init_app(EchoModel)) as server:
+        requests.post(server + "/setup", json={"project": "3.1", "schema": "<View/>", "hostname": base,
+                                               "access_token": LEGACY_TOKEN})
+    assert read(EchoModel(project_id="3").get_local_path("/data/upload/3/x.png")) == PNG_BYTES
+    with pytest.raises(NotFound):
+        EchoModel(project_id="4").get_local_path("/data/upload/3/x.png")
+
+
+def test_media_cache_stays_bounded(tmp_path):
+    for i in range(10):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (i, i))
+    freed = media.prune_media_cache(str(tmp_path), 4500)
+    assert freed == 6000
+    assert sorted(os.listdir(tmp_path)) == ["f6", "f7", "f8", "f9"]
+
+
+def test_connection_check_line(fake_ls, monkeypatch):
+    base, _ = fake_ls
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    assert media.check_label_studio_connection().startswith(f"Label Studio at {base} is reachable, legacy token accepted")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal_access_token())
+    assert "personal access token accepted" in media.check_label_studio_connection()
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "nope")
+    assert "HTTP 401" in media.check_label_studio_connection()
+    monkeypatch.setenv("LABEL_STUDIO_URL", "localhost:8080")
+    assert "no scheme" in media.check_label_studio_connection()
