@@ -23,7 +23,7 @@ from .exceptions import BadRequest, MLBackendError, Unauthorized
 from .media import check_label_studio_connection
 from .metrics import RequestMetrics, to_prometheus
 from .model import LabelStudioMLBase
-from .response import ModelResponse
+from .response import ModelResponse, task_error
 from .utils import env_bool, env_float, env_int, project_id_from
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,6 @@ def _numeric_score(prediction: dict) -> float:
         if isinstance(r, dict) and isinstance(r.get("score"), (int, float)) and math.isfinite(r["score"])
     ]
     return float(sum(region_scores) / len(region_scores)) if region_scores else 0.0
-
-
-def task_error(model_version: str, detail: str) -> dict:
-    """The answer for one task that could not be predicted: Label Studio stores it as an empty
-    prediction (ignoring `error`), the other tasks of the batch keep theirs."""
-    return {"result": [], "score": 0, "model_version": model_version, "error": detail}
 
 
 def _task_problem(task: Any, index: int) -> Optional[str]:

@@ -177,7 +177,7 @@ def get_local_path(
             raise NotFound(f"File not found: {url}")
         return path
     if not url.startswith(_URI_PREFIXES):
-        raise NotFound(f"File not found (not an absolute path nor a URL): {url}")
+        raise NotFound(f"File not found: {url}")
 
     base_url = (hostname or label_studio_url()).rstrip("/")
     token = access_token or label_studio_api_key()

@@ -11,6 +11,12 @@ def _as_dict(prediction: Any) -> dict:
     return dict(prediction)
 
 
+def task_error(model_version: str, detail: str) -> dict:
+    """The prediction for a task that could not be predicted: Label Studio stores it as an empty
+    prediction (it ignores `error`) and the other tasks of the batch keep theirs."""
+    return {"result": [], "score": 0, "model_version": model_version, "error": detail}
+
+
 class ModelResponse(BaseModel):
     """Predictions plus the model version they were made with."""
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 import requests
 
-from conftest import WIRE_SAMPLES, serve_in_thread
+from helpers import WIRE_SAMPLES, serve_in_thread
 from label_studio_ml.api import init_app
 from sdk_models import EchoModel, NoScoreModel
 

@@ -5,7 +5,7 @@ import os
 import pytest
 import requests
 
-from conftest import serve_in_thread
+from helpers import serve_in_thread
 from fake_label_studio import LEGACY_TOKEN, PNG_BYTES, make_fake_label_studio, personal_access_token
 from label_studio_ml import media
 from label_studio_ml.api import init_app

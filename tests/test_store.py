@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import PYTHON, REPO_ROOT, serve_in_process, serve_in_thread
+from helpers import PYTHON, REPO_ROOT, serve_in_process, serve_in_thread
 from label_studio_ml.api import init_app
 from label_studio_ml.cache import RedisStore, SQLiteStore, get_store
 from sdk_models import EchoModel

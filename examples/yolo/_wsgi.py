@@ -1,0 +1,16 @@
+"""Entry point of the YOLO backend: `gunicorn _wsgi:app` or `python _wsgi.py -p 9090`."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from label_studio_ml.api import init_app  # noqa: E402
+from label_studio_ml.wsgi import configure_logging, run_model_server  # noqa: E402
+from model import YOLO  # noqa: E402
+
+configure_logging()
+app = init_app(model_class=YOLO)
+
+if __name__ == "__main__":
+    run_model_server(YOLO)

@@ -1,0 +1,59 @@
+"""One control model per Label Studio control tag; `control_models_for` picks them from a config."""
+
+import logging
+from typing import List
+
+from control_models.base import ControlModel
+from control_models.brush_labels import BrushLabelsModel
+from control_models.choices import ChoicesModel
+from control_models.keypoint_labels import KeyPointLabelsModel
+from control_models.polygon_labels import PolygonLabelsModel
+from control_models.rectangle_labels import RectangleLabelsModel
+from control_models.rectangle_labels_obb import RectangleLabelsObbModel
+from control_models.taxonomy import TaxonomyModel
+from label_studio_ml.exceptions import BadRequest
+from label_studio_ml.utils import parse_bool
+
+logger = logging.getLogger(__name__)
+
+CONTROL_MODELS = [
+    RectangleLabelsModel,
+    RectangleLabelsObbModel,
+    PolygonLabelsModel,
+    BrushLabelsModel,
+    ChoicesModel,
+    TaxonomyModel,
+    KeyPointLabelsModel,
+]
+
+
+def supported_tags() -> List[str]:
+    return sorted({f"{m.control_type} ({'/'.join(m.object_types)})" for m in CONTROL_MODELS})
+
+
+def control_models_for(label_interface) -> List[ControlModel]:
+    """A control model for every servable control tag, in config order (`model_skip="true"` skipped).
+
+    Raises 400 naming the supported tags when nothing in the config can be served.
+    """
+    if label_interface is None:
+        raise BadRequest("No labeling config: send 'label_config' with /predict or call /setup first")
+    models = []
+    for control in label_interface.controls:
+        try:
+            skip = parse_bool(control.attr.get("model_skip"), False)
+        except ValueError:
+            raise BadRequest(f"<{control.tag} name=\"{control.name}\">: model_skip must be true or false")
+        if skip:
+            continue
+        for object_tag in control.objects:
+            for model_class in CONTROL_MODELS:
+                if model_class.matches(control, object_tag):
+                    models.append(model_class(control, object_tag, label_interface))
+                    break
+    if not models:
+        raise BadRequest(
+            "No control tag in the labeling config can be served by the YOLO backend; supported: "
+            + ", ".join(supported_tags())
+        )
+    return models

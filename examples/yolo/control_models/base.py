@@ -1,0 +1,120 @@
+"""What every control model shares: reading its control tag's attributes, its weights, its labels.
+
+A control model serves one control tag (e.g. `<RectangleLabels name="label" toName="image">`) of a
+labeling config. It is built per request from the config (cheap: no weights touched), then asked
+for regions for a batch of images (or one video). Weights come from the process-wide registry.
+"""
+
+import logging
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from label_studio_ml.exceptions import BadRequest
+from label_studio_ml.label_config import build_label_map
+from label_studio_ml.utils import parse_bool
+from utils.models import LoadedModel, registry, resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+
+def default_score_threshold() -> float:
+    return float(os.getenv("MODEL_SCORE_THRESHOLD", "0.5"))
+
+
+class ControlModel:
+    """Base class; subclasses set the class attributes and implement `predict_images` or `predict_video`."""
+
+    control_type: str = ""              # Label Studio control tag, e.g. "RectangleLabels"
+    object_types = ("Image",)           # object tags it can annotate
+    ultralytics_tasks = ("detect",)     # model tasks whose output it understands
+    default_model = "yolov8m.pt"
+
+    def __init__(self, control, object_tag, label_interface):
+        self.control = control
+        self.label_interface = label_interface
+        self.from_name = control.name
+        self.to_name = object_tag.name
+        self.object_type = object_tag.tag
+        self.value = object_tag.value_name  # the task data key holding the media URL
+        self.model_path = resolve_model_path(self._model_name())
+        self.score_threshold = self.float_attr(("model_score_threshold", "score_threshold"), default_score_threshold())
+        self._model: Optional[LoadedModel] = None
+        self._label_map: Optional[Dict[str, str]] = None
+
+    # ----- matching -----------------------------------------------------------------------------
+    @classmethod
+    def matches(cls, control, object_tag) -> bool:
+        return control.tag == cls.control_type and object_tag.tag in cls.object_types
+
+    # ----- attributes ---------------------------------------------------------------------------
+    def attr(self, name, default=None):
+        return self.control.attr.get(name, default)
+
+    def float_attr(self, names, default: float) -> float:
+        names = (names,) if isinstance(names, str) else names
+        for name in names:
+            value = self.attr(name)
+            if value is not None:
+                try:
+                    return float(value)
+                except ValueError:
+                    raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: {name}={value!r} is not a number")
+        return float(default)
+
+    def int_attr(self, name: str, default: int) -> int:
+        value = self.float_attr(name, default)
+        if value != int(value):
+            raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: {name} must be an integer")
+        return int(value)
+
+    def bool_attr(self, name: str, default: bool) -> bool:
+        try:
+            return parse_bool(self.attr(name), default)
+        except ValueError:
+            raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: {name}={self.attr(name)!r} is not true/false")
+
+    def _model_name(self) -> str:
+        custom = self.attr("model_path")
+        if custom and parse_bool(os.getenv("ALLOW_CUSTOM_MODEL_PATH"), True):
+            return custom
+        return self.default_model
+
+    # ----- model and labels ---------------------------------------------------------------------
+    @property
+    def model(self) -> LoadedModel:
+        if self._model is None:
+            model = registry.get(self.model_path)
+            if model.task not in self.ultralytics_tasks:
+                raise BadRequest(
+                    f"<{self.control_type} name=\"{self.from_name}\"> needs a {'/'.join(self.ultralytics_tasks)} "
+                    f"model, but {model.name} is a {model.task} model"
+                )
+            self._model = model
+        return self._model
+
+    @property
+    def label_map(self) -> Dict[str, str]:
+        if self._label_map is None:
+            self._label_map = build_label_map(self.label_interface, self.from_name, self.model.names.values())
+        return self._label_map
+
+    def is_usable(self) -> bool:
+        """False when no label maps to a model class (logged): the tag is skipped, not failed."""
+        return bool(self.label_map)
+
+    # ----- prediction ---------------------------------------------------------------------------
+    def predict_images(self, images: List[np.ndarray]) -> List[List[dict]]:
+        """Regions for each image (BGR arrays as Label Studio shows them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not annotate images")
+
+    def predict_video(self, path: str, task: dict) -> List[dict]:
+        raise NotImplementedError(f"{type(self).__name__} does not annotate videos")
+
+    def inference_conf(self) -> float:
+        """Confidence passed to Ultralytics: our threshold, so low thresholds really return low boxes."""
+        return min(self.score_threshold, 0.999)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.from_name}->{self.to_name}, {os.path.basename(self.model_path)})"

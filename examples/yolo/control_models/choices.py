@@ -1,0 +1,34 @@
+"""`<Choices>` on an `<Image>`: image classification."""
+
+from control_models.base import ControlModel
+from label_studio_ml.exceptions import BadRequest
+from utils.converters import choice_regions
+
+CHOICE_MODES = ("single", "single-radio", "multiple")
+
+
+class ChoicesModel(ControlModel):
+    control_type = "Choices"
+    ultralytics_tasks = ("classify",)
+    default_model = "yolov8n-cls.pt"
+    region_type = "choices"
+
+    def __init__(self, control, object_tag, label_interface):
+        super().__init__(control, object_tag, label_interface)
+        self.mode = self.attr("choice", "single")
+        if self.mode not in CHOICE_MODES:
+            raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: choice={self.mode!r}, "
+                             f"expected one of {', '.join(CHOICE_MODES)}")
+
+    def label_paths(self):
+        """Each label's path in the choice tree (Taxonomy); flat for Choices."""
+        return None
+
+    def predict_images(self, images):
+        results = self.model.predict(images)
+        paths = self.label_paths()
+        return [
+            choice_regions(result.probs.data.cpu().numpy(), self.model.names, self.label_map, self.score_threshold,
+                           self.mode, self.from_name, self.to_name, kind=self.region_type, paths=paths)
+            for result in results
+        ]

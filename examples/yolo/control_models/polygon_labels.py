@@ -1,0 +1,26 @@
+"""`<PolygonLabels>` on an `<Image>`: instance segmentation outlines."""
+
+from control_models.base import ControlModel
+from utils.converters import polygon_regions
+
+
+class PolygonLabelsModel(ControlModel):
+    control_type = "PolygonLabels"
+    ultralytics_tasks = ("segment",)
+    default_model = "yolov8n-seg.pt"
+    converter = staticmethod(polygon_regions)
+
+    def predict_images(self, images):
+        results = self.model.predict(images, conf=self.inference_conf())
+        out = []
+        for image, result in zip(images, results):
+            height, width = image.shape[:2]
+            if result.masks is None:
+                out.append([])
+                continue
+            boxes = result.boxes
+            out.append(self.converter(
+                result.masks.xy, boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), self.model.names,
+                self.label_map, width, height, self.score_threshold, self.from_name, self.to_name,
+            ))
+        return out

@@ -1,0 +1,370 @@
+"""Every image control tag through the HTTP API, checked against synthetic ground truth."""
+
+import logging
+import os
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+import synthetic
+from yolo_helpers import (angle_difference, box_iou, brush_region_mask, mask_iou, polygon_mask,
+                          polygon_region_mask, region_box_px, rotated_region_corners_px, save_image)
+
+SEEDS = [synthetic.HELDOUT_SEED_START + i for i in range(6)]
+
+
+def predict(base, label_config, tasks, project="1.1700000000"):
+    response = requests.post(base + "/predict", json={"tasks": tasks, "label_config": label_config,
+                                                      "project": project, "params": {}}, timeout=120)
+    return response
+
+
+def results_of(response):
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def image_config(control_xml, image_name="image"):
+    return f'<View><Image name="{image_name}" value="$image"/>{control_xml}</View>'
+
+
+def labels_xml(names, tag="Label"):
+    return "".join(f'<{tag} value="{n}"/>' for n in names)
+
+
+def write_scenes(images_dir, scene_fn, seeds=SEEDS, prefix="scene"):
+    tasks, truths = [], []
+    for seed in seeds:
+        image, objects = scene_fn(seed)
+        path = save_image(image, str(images_dir / f"{prefix}-{seed}.png"))
+        tasks.append({"id": seed, "data": {"image": path}})
+        truths.append((image, objects))
+    return tasks, truths
+
+
+def assert_each_object_found(regions, objects, match_fn, min_iou=0.5):
+    """Every true object has a region of its label with IoU >= min_iou; no label is invented."""
+    for obj in objects:
+        ious = [match_fn(r, obj) for r in regions if obj["label"] in str(r["value"])]
+        assert ious and max(ious) >= min_iou, (obj["label"], ious)
+    assert len(regions) == len(objects), (len(regions), len(objects))
+
+
+# ----- RectangleLabels -------------------------------------------------------------------------
+
+def test_rectangle_labels_boxes_match_truth(yolo_server, images_dir):
+    config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
+                          f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
+    tasks, truths = write_scenes(images_dir, synthetic.detection_scene)
+    results = results_of(predict(yolo_server, config, tasks))
+    assert len(results) == len(tasks)
+    for prediction, (image, objects) in zip(results, truths):
+        height, width = image.shape[:2]
+        assert prediction["model_version"] == "yolo"
+        regions = prediction["result"]
+        assert all(r["type"] == "rectanglelabels" and r["from_name"] == "label" and r["to_name"] == "image"
+                   for r in regions)
+        assert_each_object_found(
+            regions, objects,
+            lambda r, o: box_iou(region_box_px(r["value"], width, height), o["xyxy"])
+            if r["value"]["rectanglelabels"] == [o["label"]] else 0.0,
+        )
+        scores = [r["score"] for r in regions]
+        assert prediction["score"] == pytest.approx(sum(scores) / len(scores))
+        assert all(s >= 0.5 for s in scores)
+
+
+def test_label_mapping_predicted_values_and_case(yolo_server, images_dir):
+    config = image_config('<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
+                          '<Label value="Round" predicted_values="circle"/><Label value="SQUARE"/>'
+                          '<Label value="Unicorn"/></RectangleLabels>')
+    tasks, truths = write_scenes(images_dir, synthetic.detection_scene)
+    results = results_of(predict(yolo_server, config, tasks))
+    expected = {"circle": "Round", "square": "SQUARE"}  # triangles have no label: dropped
+    for prediction, (_, objects) in zip(results, truths):
+        found = sorted(r["value"]["rectanglelabels"][0] for r in prediction["result"])
+        assert found == sorted(expected[o["label"]] for o in objects if o["label"] in expected)
+
+
+def test_tag_without_any_mapped_label_is_skipped_and_logged(yolo_server, images_dir, caplog):
+    config = image_config('<RectangleLabels name="nothing" toName="image" model_path="shapes-det.pt">'
+                          '<Label value="Zebra"/></RectangleLabels>'
+                          '<Choices name="shape" toName="image" model_path="shapes-cls.pt">'
+                          f'{labels_xml(synthetic.CLASSIFICATION_CLASSES, "Choice")}</Choices>')
+    image, label = synthetic.classification_image(SEEDS[0])
+    path = save_image(image, str(images_dir / "c.png"))
+    with caplog.at_level(logging.ERROR):
+        (prediction,) = results_of(predict(yolo_server, config, [{"id": 1, "data": {"image": path}}]))
+    assert [r["from_name"] for r in prediction["result"]] == ["shape"]
+    assert "Zebra" in caplog.text and "circle" in caplog.text
+
+
+def test_low_threshold_is_honoured_below_ultralytics_default(yolo_server, images_dir):
+    """Ultralytics drops boxes under 0.25 by default; a 0.01 threshold must return them."""
+    tasks = []
+    for seed in SEEDS:
+        image, _ = synthetic.detection_scene(seed)
+        faint = cv2.addWeighted(image, 0.25, np.full_like(image, 128), 0.75, 0)  # washed-out shapes
+        tasks.append({"id": seed, "data": {"image": save_image(faint, str(images_dir / f"faint-{seed}.png"))}})
+    low = image_config('<RectangleLabels name="label" toName="image" model_path="shapes-det.pt" '
+                       f'model_score_threshold="0.01">{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
+    scores = [r["score"] for p in results_of(predict(yolo_server, low, tasks)) for r in p["result"]]
+    assert scores and min(scores) >= 0.01
+    assert any(s < 0.25 for s in scores), scores
+    high = low.replace('model_score_threshold="0.01"', 'model_score_threshold="0.6"')
+    assert all(r["score"] >= 0.6 for p in results_of(predict(yolo_server, high, tasks)) for r in p["result"])
+
+
+def test_exif_rotated_image_is_predicted_as_displayed(yolo_server, images_dir):
+    image, objects = synthetic.detection_scene(SEEDS[1])
+    height, width = image.shape[:2]
+    # store the pixels rotated 90 degrees counter-clockwise with EXIF orientation 6 (rotate 90 CW to display)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(image[:, :, ::-1])))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    path = str(images_dir / "exif.jpg")
+    stored.save(path, quality=95, exif=exif)
+    config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
+                          f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
+    (prediction,) = results_of(predict(yolo_server, config, [{"id": 1, "data": {"image": path}}]))
+    assert_each_object_found(
+        prediction["result"], objects,
+        lambda r, o: box_iou(region_box_px(r["value"], width, height), o["xyxy"])
+        if r["value"]["rectanglelabels"] == [o["label"]] else 0.0,
+    )
+
+
+def test_zero_detections_answer_an_empty_result(yolo_server, images_dir):
+    blank = np.full((240, 320, 3), 127, np.uint8)
+    path = save_image(blank, str(images_dir / "blank.png"))
+    config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
+                          f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
+    (prediction,) = results_of(predict(yolo_server, config, [{"id": 1, "data": {"image": path}}]))
+    assert prediction == {"result": [], "score": 0.0, "model_version": "yolo"}
+
+
+def test_one_corrupt_image_in_a_batch_of_five(yolo_server, images_dir):
+    tasks, truths = write_scenes(images_dir, synthetic.detection_scene, seeds=SEEDS[:5])
+    corrupt = images_dir / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
+    tasks[2] = {"id": 99, "data": {"image": str(corrupt)}}
+    tasks[4] = {"id": 98, "data": {"image": str(images_dir / "missing.png")}}
+    config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
+                          f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
+    results = results_of(predict(yolo_server, config, tasks))
+    assert len(results) == 5
+    for index in (0, 1, 3):
+        assert len(results[index]["result"]) == len(truths[index][1]) and "error" not in results[index]
+    assert results[2]["result"] == [] and results[2]["score"] == 0 and "corrupt.png" in results[2]["error"]
+    assert results[4]["result"] == [] and "missing.png" in results[4]["error"]
+    assert all(r["model_version"] == "yolo" for r in results)
+
+
+# ----- OBB -------------------------------------------------------------------------------------
+
+def test_oriented_boxes_match_truth_and_rotation(yolo_server, images_dir):
+    config = image_config('<RectangleLabels name="obb" toName="image" model_obb="true" model_path="shapes-obb.pt">'
+                          f'{labels_xml(synthetic.OBB_CLASSES)}</RectangleLabels>')
+    tasks, truths = write_scenes(images_dir, synthetic.obb_scene)
+    results = results_of(predict(yolo_server, config, tasks))
+    for prediction, (image, objects) in zip(results, truths):
+        height, width = image.shape[:2]
+        assert len(prediction["result"]) == len(objects)
+        for obj in objects:
+            true_mask = polygon_mask(obj["corners"], width, height)
+            best = max(prediction["result"], key=lambda r: mask_iou(
+                polygon_mask(rotated_region_corners_px(r["value"], width, height), width, height), true_mask))
+            corners = rotated_region_corners_px(best["value"], width, height)
+            assert best["value"]["rectanglelabels"] == [obj["label"]]
+            assert mask_iou(polygon_mask(corners, width, height), true_mask) >= 0.5
+            # the long side's direction on screen, compared modulo 180 degrees
+            edges = [corners[1] - corners[0], corners[3] - corners[0]]
+            long_edge = max(edges, key=np.linalg.norm)
+            predicted_angle = np.degrees(np.arctan2(long_edge[1], long_edge[0]))
+            assert angle_difference(predicted_angle, obj["angle_deg"]) <= 10
+
+
+# ----- PolygonLabels / BrushLabels ---------------------------------------------------------------
+
+@pytest.mark.parametrize("tag,to_mask", [("PolygonLabels", polygon_region_mask), ("BrushLabels", brush_region_mask)])
+def test_segmentation_regions_match_true_masks(yolo_server, images_dir, tag, to_mask):
+    config = image_config(f'<{tag} name="seg" toName="image" model_path="shapes-seg.pt">'
+                          f'{labels_xml(synthetic.SEGMENTATION_CLASSES)}</{tag}>')
+    tasks, truths = write_scenes(images_dir, synthetic.segmentation_scene)
+    results = results_of(predict(yolo_server, config, tasks))
+    for prediction, (image, objects) in zip(results, truths):
+        height, width = image.shape[:2]
+        assert all(r["type"] == tag.lower() for r in prediction["result"])
+        assert_each_object_found(
+            prediction["result"], objects,
+            lambda r, o: mask_iou(to_mask(r["value"], width, height), o["mask"])
+            if r["value"][tag.lower()] == [o["label"]] else 0.0,
+        )
+
+
+# ----- Choices / Taxonomy ----------------------------------------------------------------------
+
+def classification_tasks(images_dir):
+    tasks, labels = [], []
+    for i, label in enumerate(synthetic.CLASSIFICATION_CLASSES * 2):
+        image, label = synthetic.classification_image(SEEDS[i], label=label)
+        tasks.append({"id": i, "data": {"image": save_image(image, str(images_dir / f"cls-{i}.png"))}})
+        labels.append(label)
+    return tasks, labels
+
+
+def test_choices_single_picks_the_true_class(yolo_server, images_dir):
+    config = image_config(f'<Choices name="shape" toName="image" model_path="shapes-cls.pt">'
+                          f'{labels_xml(synthetic.CLASSIFICATION_CLASSES, "Choice")}</Choices>')
+    tasks, labels = classification_tasks(images_dir)
+    for prediction, label in zip(results_of(predict(yolo_server, config, tasks)), labels):
+        (region,) = prediction["result"]
+        assert region["type"] == "choices" and region["value"] == {"choices": [label]}
+        assert region["score"] > 0.5
+
+
+def test_choices_multiple_returns_every_class_above_threshold(yolo_server, images_dir):
+    config = image_config('<Choices name="shape" toName="image" model_path="shapes-cls.pt" choice="multiple" '
+                          f'model_score_threshold="0.0">{labels_xml(synthetic.CLASSIFICATION_CLASSES, "Choice")}'
+                          '</Choices>')
+    tasks, labels = classification_tasks(images_dir)
+    for prediction, label in zip(results_of(predict(yolo_server, config, tasks)), labels):
+        (region,) = prediction["result"]
+        assert sorted(region["value"]["choices"]) == sorted(synthetic.CLASSIFICATION_CLASSES)
+        assert region["value"]["choices"][0] == label  # most probable first
+    strict = config.replace('model_score_threshold="0.0"', 'model_score_threshold="0.5"')
+    for prediction, label in zip(results_of(predict(yolo_server, strict, tasks)), labels):
+        assert prediction["result"][0]["value"]["choices"] == [label]
+
+
+def test_choices_single_argmax_among_mapped_classes_only(yolo_server, images_dir):
+    config = image_config('<Choices name="shape" toName="image" model_path="shapes-cls.pt" model_score_threshold="0">'
+                          '<Choice value="triangle"/></Choices>')
+    tasks, labels = classification_tasks(images_dir)
+    for prediction in results_of(predict(yolo_server, config, tasks)):
+        assert prediction["result"][0]["value"] == {"choices": ["triangle"]}
+
+
+def test_taxonomy_returns_label_paths(yolo_server, images_dir):
+    config = image_config('<Taxonomy name="tax" toName="image" model_path="shapes-cls.pt">'
+                          '<Choice value="Round"><Choice value="circle"/></Choice>'
+                          '<Choice value="Angular"><Choice value="square"/><Choice value="triangle"/></Choice>'
+                          '</Taxonomy>')
+    tasks, labels = classification_tasks(images_dir)
+    parent = {"circle": "Round", "square": "Angular", "triangle": "Angular"}
+    for prediction, label in zip(results_of(predict(yolo_server, config, tasks)), labels):
+        (region,) = prediction["result"]
+        assert region["type"] == "taxonomy" and region["value"] == {"taxonomy": [[parent[label], label]]}
+
+
+# ----- KeyPointLabels --------------------------------------------------------------------------
+
+def pose_config(extra=""):
+    labels = "".join(f'<Label value="{name}" predicted_values="card" model_index="{i}"/>'
+                     for i, name in enumerate(synthetic.POSE_KEYPOINTS))
+    return image_config(f'<KeyPointLabels name="kp" toName="image" model_path="shapes-pose.pt" {extra}>'
+                        f'{labels}</KeyPointLabels>')
+
+
+def test_keypoints_within_five_percent_grouped_by_parent(yolo_server, images_dir):
+    tasks, truths = write_scenes(images_dir, synthetic.pose_scene)
+    results = results_of(predict(yolo_server, pose_config(), tasks))
+    for prediction, (image, objects) in zip(results, truths):
+        height, width = image.shape[:2]
+        boxes = [r for r in prediction["result"] if r["type"] == "rectanglelabels"]
+        points = [r for r in prediction["result"] if r["type"] == "keypointlabels"]
+        assert len(boxes) == len(objects)
+        assert all(b["hidden"] and b["from_name"] == "kp_bbox" and b["id"].startswith("bbox-") for b in boxes)
+        for obj in objects:
+            # the parent box of this object: best IoU with its truth box
+            parent = max(boxes, key=lambda b: box_iou(region_box_px(b["value"], width, height), obj["xyxy"]))
+            children = {p["value"]["keypointlabels"][0]: p for p in points if p["parentID"] == parent["id"]}
+            assert set(children) == set(synthetic.POSE_KEYPOINTS)
+            for k, name in enumerate(synthetic.POSE_KEYPOINTS):
+                value = children[name]["value"]
+                dx = value["x"] / 100 * width - obj["keypoints"][k][0]
+                dy = value["y"] / 100 * height - obj["keypoints"][k][1]
+                assert abs(dx) <= 0.05 * width and abs(dy) <= 0.05 * height, (name, dx, dy)
+                assert children[name]["meta"] == {"text": [parent["id"]]}
+                assert value["width"] == pytest.approx(1 / width * 100)
+
+
+def test_keypoints_without_boxes_and_point_size(yolo_server, images_dir):
+    tasks, truths = write_scenes(images_dir, synthetic.pose_scene, seeds=SEEDS[:2])
+    config = pose_config('model_add_bboxes="false" model_point_size="3"')
+    for prediction, (image, objects) in zip(results_of(predict(yolo_server, config, tasks)), truths):
+        assert all(r["type"] == "keypointlabels" and "parentID" not in r for r in prediction["result"])
+        assert len(prediction["result"]) == 4 * len(objects)
+        assert all(r["value"]["width"] == pytest.approx(3 / image.shape[1] * 100) for r in prediction["result"])
+
+
+# ----- config handling -------------------------------------------------------------------------
+
+def test_model_skip_and_mixed_tags_on_two_images(yolo_server, images_dir):
+    det_image, det_objects = synthetic.detection_scene(SEEDS[2])
+    cls_image, cls_label = synthetic.classification_image(SEEDS[3], label="square")
+    config = ('<View><Image name="image1" value="$photo"/><Image name="image2" value="$thumb"/>'
+              '<RectangleLabels name="boxes" toName="image1" model_path="shapes-det.pt">'
+              f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>'
+              '<Choices name="kind" toName="image2" model_path="shapes-cls.pt">'
+              f'{labels_xml(synthetic.CLASSIFICATION_CLASSES, "Choice")}</Choices>'
+              '<PolygonLabels name="skipped" toName="image1" model_path="shapes-seg.pt" model_skip="true">'
+              f'{labels_xml(synthetic.SEGMENTATION_CLASSES)}</PolygonLabels></View>')
+    task = {"id": 1, "data": {"photo": save_image(det_image, str(images_dir / "p.png")),
+                              "thumb": save_image(cls_image, str(images_dir / "t.png"))}}
+    (prediction,) = results_of(predict(yolo_server, config, [task]))
+    by_tag = {}
+    for region in prediction["result"]:
+        by_tag.setdefault(region["from_name"], []).append(region)
+    assert set(by_tag) == {"boxes", "kind"}
+    assert all(r["to_name"] == "image1" for r in by_tag["boxes"]) and len(by_tag["boxes"]) == len(det_objects)
+    assert by_tag["kind"][0]["to_name"] == "image2" and by_tag["kind"][0]["value"] == {"choices": ["square"]}
+
+
+def test_two_models_in_one_config(yolo_server, images_dir):
+    config = image_config(
+        '<RectangleLabels name="det" toName="image" model_path="shapes-det.pt">'
+        f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>'
+        '<RectangleLabels name="from_seg" toName="image" model_path="shapes-seg.pt">'
+        f'{labels_xml(synthetic.SEGMENTATION_CLASSES)}</RectangleLabels>')
+    image, objects = synthetic.detection_scene(SEEDS[4])
+    path = save_image(image, str(images_dir / "two.png"))
+    (prediction,) = results_of(predict(yolo_server, config, [{"id": 1, "data": {"image": path}}]))
+    height, width = image.shape[:2]
+    for name in ("det", "from_seg"):
+        regions = [r for r in prediction["result"] if r["from_name"] == name]
+        assert_each_object_found(
+            regions, objects,
+            lambda r, o: box_iou(region_box_px(r["value"], width, height), o["xyxy"])
+            if r["value"]["rectanglelabels"] == [o["label"]] else 0.0,
+        )
+
+
+@pytest.mark.parametrize("model_path,needle", [
+    ("../secrets.pt", "not a path"),
+    ("/etc/passwd", "not a path"),
+    ("nope.pt", "available: shapes-cls.pt"),
+])
+def test_bad_model_path_is_a_400_naming_the_files(yolo_server, images_dir, model_path, needle):
+    config = image_config(f'<RectangleLabels name="label" toName="image" model_path="{model_path}">'
+                          '<Label value="circle"/></RectangleLabels>')
+    response = predict(yolo_server, config, [{"id": 1, "data": {"image": "/tmp/x.png"}}])
+    assert response.status_code == 400
+    assert needle in response.json()["detail"]
+
+
+def test_model_of_the_wrong_task_is_a_400(yolo_server):
+    config = image_config('<PolygonLabels name="seg" toName="image" model_path="shapes-det.pt">'
+                          '<Label value="circle"/></PolygonLabels>')
+    response = predict(yolo_server, config, [{"id": 1, "data": {"image": "/tmp/x.png"}}])
+    assert response.status_code == 400 and "segment" in response.json()["detail"]
+
+
+def test_config_without_servable_tag_lists_supported_tags(yolo_server):
+    config = '<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/></Choices></View>'
+    response = predict(yolo_server, config, [{"id": 1, "data": {"text": "hello"}}])
+    assert response.status_code == 400
+    assert "RectangleLabels" in response.json()["detail"] and "KeyPointLabels" in response.json()["detail"]

@@ -1,0 +1,1 @@
+"""Helpers of the YOLO backend: model registry, image loading, Ultralytics-to-Label-Studio conversion."""

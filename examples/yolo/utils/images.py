@@ -1,0 +1,37 @@
+"""Decoding images the way Label Studio shows them, refusing decompression bombs before decoding."""
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from label_studio_ml.exceptions import MLBackendError, PayloadTooLarge
+from label_studio_ml.utils import env_int
+
+# We enforce our own limit (MAX_IMAGE_PIXELS) before decoding; PIL's global guard would only warn.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class UnreadableImage(MLBackendError):
+    status_code = 422
+
+
+def max_pixels() -> int:
+    return env_int("MAX_IMAGE_PIXELS", 80_000_000)
+
+
+def load_image(path: str) -> np.ndarray:
+    """BGR uint8 array of the image at `path`, EXIF orientation applied (as browsers display it)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels():
+                raise PayloadTooLarge(
+                    f"Image {os.path.basename(path)} is {width}x{height} = {width * height} pixels, above "
+                    f"MAX_IMAGE_PIXELS={max_pixels()}"
+                )
+            image = ImageOps.exif_transpose(image)
+            rgb = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(f"Cannot decode image {os.path.basename(path)}: {exc}") from exc
+    return np.ascontiguousarray(rgb[:, :, ::-1])

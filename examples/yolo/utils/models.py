@@ -1,0 +1,144 @@
+"""Where YOLO weights come from and how they are shared.
+
+- Paths: a `model_path` is a file name under `MODEL_ROOT`; it can never leave that directory.
+- Loading: lazily, once per (file, device), under a per-file lock so concurrent first requests
+  load it once; other models stay usable meanwhile.
+- Inference: Ultralytics predictors keep per-call state and are not thread-safe, so each loaded
+  model serialises its own calls; different models run in parallel.
+"""
+
+import logging
+import os
+import threading
+from typing import Dict, List, Optional
+
+from label_studio_ml.exceptions import BadRequest, FailedDependency
+from label_studio_ml.utils import env_int
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+WEIGHT_SUFFIXES = (".pt", ".onnx", ".torchscript", ".engine", ".mlpackage", ".tflite")
+
+
+def model_root() -> str:
+    return os.path.abspath(os.getenv("MODEL_ROOT") or DEFAULT_MODEL_ROOT)
+
+
+def available_models(root: Optional[str] = None) -> List[str]:
+    root = root or model_root()
+    if not os.path.isdir(root):
+        return []
+    return sorted(name for name in os.listdir(root) if name.endswith(WEIGHT_SUFFIXES))
+
+
+def is_downloadable(name: str) -> bool:
+    """Official Ultralytics weights (`yolov8n.pt`, ...) that Ultralytics fetches on first use."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return name in GITHUB_ASSETS_NAMES
+
+
+def resolve_in_root(name: str, what: str = "model_path", root: Optional[str] = None) -> str:
+    """Absolute path of `name` inside `root` (default MODEL_ROOT); 400 for anything escaping it."""
+    root = os.path.realpath(root or model_root())
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest(f"{what} is empty")
+    if os.path.isabs(name) or name.startswith("~") or ".." in name.replace("\\", "/").split("/"):
+        raise BadRequest(f"{what}={name!r} must be a file name inside MODEL_ROOT, not a path")
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([path, root]) != root:
+        raise BadRequest(f"{what}={name!r} points outside MODEL_ROOT")
+    return path
+
+
+def resolve_model_path(name: str) -> str:
+    """Path of weights `name` under MODEL_ROOT: an existing file, or official weights that will be
+    downloaded there on first use. Anything else is a 400 listing the files that are there."""
+    path = resolve_in_root(name)
+    if os.path.isfile(path) or is_downloadable(os.path.basename(name)):
+        return path
+    files = available_models()
+    raise BadRequest(
+        f"Model file {name!r} not found in MODEL_ROOT ({model_root()}); available: {', '.join(files) or 'none'}"
+    )
+
+
+def select_device() -> str:
+    """`DEVICE` env (`cpu`, `cuda`, `cuda:1`, `mps`), else CUDA when available, else CPU."""
+    device = os.getenv("DEVICE", "").strip()
+    if device:
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def batch_size() -> int:
+    return max(1, env_int("YOLO_BATCH_SIZE", 8))
+
+
+class LoadedModel:
+    """One Ultralytics model on one device, with the lock that serialises its inference."""
+
+    def __init__(self, path: str, device: str):
+        from ultralytics import YOLO as UltralyticsYOLO
+
+        existed = os.path.isfile(path)
+        try:
+            self.model = UltralyticsYOLO(path)
+        except Exception as exc:
+            if not existed:
+                raise FailedDependency(
+                    f"{os.path.basename(path)} is not in MODEL_ROOT ({os.path.dirname(path)}) and could not be "
+                    f"downloaded ({type(exc).__name__}: {exc}). Without internet access, copy the weights there "
+                    "or set model_path to a file that is there."
+                ) from exc
+            raise BadRequest(f"Cannot load model {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
+        self.path = path
+        self.name = os.path.basename(path)
+        self.device = device
+        self.task = self.model.task
+        self.names: Dict[int, str] = dict(self.model.names)
+        self.lock = threading.Lock()
+        logger.info("Loaded %s (task %s) on %s; class names: %s", self.name, self.task, device,
+                    list(self.names.values()))
+
+    def predict(self, images: list, **kwargs) -> list:
+        """Ultralytics `predict` over `images`, in chunks of `YOLO_BATCH_SIZE`."""
+        results = []
+        size = batch_size()
+        with self.lock:
+            for start in range(0, len(images), size):
+                chunk = images[start:start + size]
+                results.extend(self.model.predict(chunk, device=self.device, verbose=False, **kwargs))
+        return results
+
+
+class ModelRegistry:
+    """Process-wide cache of loaded models, keyed by (path, device)."""
+
+    def __init__(self):
+        self._models: Dict[tuple, LoadedModel] = {}
+        self._locks: Dict[tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, path: str, device: Optional[str] = None) -> LoadedModel:
+        key = (path, device or select_device())
+        model = self._models.get(key)
+        if model is not None:
+            return model
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # only requests for this very model wait for its load
+            model = self._models.get(key)
+            if model is None:
+                model = LoadedModel(*key)
+                self._models[key] = model
+        return model
+
+    def loaded(self) -> List[str]:
+        return sorted(f"{m.name}@{m.device}" for m in list(self._models.values()))
+
+
+registry = ModelRegistry()

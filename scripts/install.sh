@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the SDK (editable) and the YOLO backend's dependencies into the current Python.
+# Usage: bash scripts/install.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="python -m pip install -q --disable-pip-version-check"
+$PIP -e . -r examples/yolo/requirements-base.txt -r examples/yolo/requirements.txt
+if [ "${1:-}" = "--test" ]; then
+    $PIP -r requirements-test.txt
+fi
+# Exactly one OpenCV, the headless one: a GUI build pulled in by anything else shadows it.
+if python -m pip show opencv-python >/dev/null 2>&1; then
+    python -m pip uninstall -y -q opencv-python
+    python -m pip install -q --force-reinstall --no-deps opencv-python-headless
+fi
+python - <<'PY'
+import importlib.metadata as md
+cv = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].lower().startswith("opencv"))
+assert cv == ["opencv-python-headless"], f"expected only opencv-python-headless, found {cv}"
+PY
