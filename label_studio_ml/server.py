@@ -65,11 +65,11 @@ def split_script_spec(spec: str) -> Tuple[str, Optional[str]]:
     return spec, None
 
 
-def find_model_classes(source: str) -> List[str]:
-    """Top-level classes of `source` deriving from `LabelStudioMLBase`, directly or through
-    another class of the same file, in file order. The user's code is parsed, never imported."""
+def find_model_classes(module: ast.Module) -> List[str]:
+    """Top-level classes of a parsed script deriving from `LabelStudioMLBase`, directly or
+    through another class of the same file, in file order (the user's code is never imported)."""
     found: List[str] = []
-    for node in ast.parse(source).body:
+    for node in module.body:
         if not isinstance(node, ast.ClassDef):
             continue
         base_names = {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
@@ -92,12 +92,12 @@ def resolve_script(spec: str) -> Tuple[str, str]:
     with open(path, encoding="utf-8") as f:
         source = f.read()
     try:
-        candidates = find_model_classes(source)
-        defined = {n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)}
+        tree = ast.parse(source)
     except SyntaxError as exc:
         raise CLIError(f"Cannot parse {path}: {exc}") from exc
+    candidates = find_model_classes(tree)
     if class_name:
-        if class_name not in defined:
+        if not any(isinstance(n, ast.ClassDef) and n.name == class_name for n in tree.body):
             raise CLIError(f"{path} defines no class {class_name}")
         return path, class_name
     if len(candidates) == 1:
@@ -125,6 +125,13 @@ def _render(template: str, values: Dict[str, str]) -> str:
     return text
 
 
+def check_target(target: str, force: bool) -> None:
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise CLIError(f"{target} exists and is not a directory")
+    if os.path.isdir(target) and os.listdir(target) and not force:
+        raise CLIError(f"{target} already exists: use --force to overwrite its generated files")
+
+
 def create_backend(target: str, script: Optional[str] = None, force: bool = False) -> Tuple[str, str]:
     """Write the backend directory `target`; returns `(module, class)` of its model.
 
@@ -132,10 +139,7 @@ def create_backend(target: str, script: Optional[str] = None, force: bool = Fals
     files and leaves any other file (data, weights) alone.
     """
     script_path, class_name = resolve_script(script) if script else (None, DEFAULT_CLASS)
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise CLIError(f"{target} exists and is not a directory")
-    if os.path.isdir(target) and os.listdir(target) and not force:
-        raise CLIError(f"{target} already exists: use --force to overwrite its generated files")
+    check_target(target, force)
     os.makedirs(target, exist_ok=True)
 
     module = os.path.splitext(os.path.basename(script_path))[0] if script_path else "model"
@@ -148,7 +152,10 @@ def create_backend(target: str, script: Optional[str] = None, force: bool = Fals
         with open(os.path.join(target, output), "w", encoding="utf-8") as f:
             f.write(_render(template, values))
     if script_path:
-        shutil.copyfile(script_path, os.path.join(target, module + ".py"))
+        destination = os.path.join(target, module + ".py")
+        # `--force` given the backend's own copy of the script: nothing to copy
+        if not (os.path.exists(destination) and os.path.samefile(script_path, destination)):
+            shutil.copyfile(script_path, destination)
     return module, class_name
 
 
@@ -162,7 +169,7 @@ def cmd_create(args) -> int:
 
 # ----- start -------------------------------------------------------------------------------------
 def wsgi_arguments(args) -> List[str]:
-    """The `_wsgi.py` command line for the options of `start` (only those that were given)."""
+    """The `_wsgi.py` command line for the options of `start`: port and host always, the rest when given."""
     argv = ["--port", str(args.port), "--host", args.host]
     if args.basic_auth_user:
         argv += ["--basic-auth-user", args.basic_auth_user, "--basic-auth-pass", args.basic_auth_pass]
@@ -243,8 +250,9 @@ def masked(command: Sequence[str], secrets: Sequence[Optional[str]]) -> str:
 def cmd_deploy_gcp(args) -> int:
     """Deploy `NAME`, created first from `--from` when given, to Cloud Run."""
     source_dir = os.path.abspath(args.name)
-    if args.script:
-        resolve_script(args.script)  # fail early on a bad script, before anything is written
+    if args.script:  # fail early, before anything is written
+        resolve_script(args.script)
+        check_target(source_dir, args.force)
     elif not os.path.isfile(os.path.join(source_dir, "Dockerfile")):
         raise CLIError(f"{source_dir} is not an ML backend directory with a Dockerfile: "
                        f"give the model script with --from")

@@ -52,11 +52,15 @@ def run_model_server(model_class: Type, argv: Optional[List[str]] = None) -> Non
     """Entry point of `python _wsgi.py ...`: parse the command line and serve with Flask's threaded server."""
     from .api import init_app
 
-    args = build_parser(model_class.__name__).parse_args(argv)
+    parser = build_parser(model_class.__name__)
+    args = parser.parse_args(argv)
+    try:
+        kwargs = parse_kwargs(args.kwargs)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
     configure_logging(args.log_level)
     if args.model_dir:
         os.environ["MODEL_DIR"] = args.model_dir
-    kwargs = parse_kwargs(args.kwargs)
     if args.check:
         model_class(project_id="", label_config=None, **kwargs)
         logging.getLogger(__name__).info("%s instance created: check passed", model_class.__name__)
