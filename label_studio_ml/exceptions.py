@@ -51,3 +51,8 @@ class Overloaded(MLBackendError):
 
     def __init__(self, detail: str, retry_after: int = 5):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class LabelConfigError(BadRequest):
+    """The labeling config (or a model it names) cannot be served: fails the whole request (400),
+    unlike a problem with one task's data."""

@@ -10,7 +10,7 @@ import os
 from typing import Dict, List, Optional
 
 from control_models import control_models_for
-from label_studio_ml.exceptions import BadRequest, MLBackendError
+from label_studio_ml.exceptions import BadRequest, LabelConfigError, MLBackendError
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
 from utils.images import load_image
@@ -72,6 +72,9 @@ class YOLO(LabelStudioMLBase):
         for control in controls:
             if not control.is_usable():
                 continue
+            if control.annotates_video:
+                self._predict_videos(control, media, regions, errors)
+                continue
             indices, images = [], []
             for i in range(len(tasks)):
                 if errors[i] is not None:
@@ -97,6 +100,32 @@ class YOLO(LabelStudioMLBase):
         return predictions
 
     @staticmethod
+    def _predict_videos(control, media: TaskMedia, regions: List[list], errors: List[Optional[str]]) -> None:
+        """Videos are long: one task at a time (frames are streamed), each failing on its own."""
+        for i, task in enumerate(media.tasks):
+            if errors[i] is not None:
+                continue
+            try:
+                regions[i].extend(control.predict_video(media.local_path(i, control.value), task))
+            except LabelConfigError:
+                raise
+            except MLBackendError as exc:
+                errors[i] = exc.detail
+            except Exception as exc:
+                logger.error("%r failed on task %s: %s", control, task.get("id"), exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+                errors[i] = f"{control!r} failed: {type(exc).__name__}: {exc}"
+
+    def fit(self, event: str, data: dict, **kwargs) -> dict:
+        """Webhook events go to the control models that learn (e.g. trainable TimelineLabels)."""
+        if self.label_interface is None:
+            return {"status": "skipped", "reason": "no labeling config"}
+        trained = {}
+        for control in control_models_for(self.label_interface, strict=False):
+            if hasattr(control, "fit"):
+                trained[control.from_name] = control.fit(event, data, self)
+        return {"status": "ok", "trained": trained} if trained else {"status": "skipped", "reason": "no trainable control tag"}
+
+    @staticmethod
     def _predict_isolated(control, images, indices, errors) -> list:
         """Regions per image; if the batched call fails, retry image by image so one bad image
         fails only its own task. Config-level errors (400) fail the request."""
@@ -104,7 +133,7 @@ class YOLO(LabelStudioMLBase):
             return []
         try:
             return control.predict_images(images)
-        except BadRequest:
+        except LabelConfigError:
             raise
         except Exception as exc:
             if len(images) == 1:
@@ -115,7 +144,7 @@ class YOLO(LabelStudioMLBase):
         for i, image in zip(indices, images):
             try:
                 out.append(control.predict_images([image])[0])
-            except BadRequest:
+            except LabelConfigError:
                 raise
             except Exception as exc:
                 errors[i] = f"{control!r} failed: {type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ from control_models.polygon_labels import PolygonLabelsModel
 from control_models.rectangle_labels import RectangleLabelsModel
 from control_models.rectangle_labels_obb import RectangleLabelsObbModel
 from control_models.taxonomy import TaxonomyModel
-from label_studio_ml.exceptions import BadRequest
+from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.utils import parse_bool
 
 logger = logging.getLogger(__name__)
@@ -31,19 +31,19 @@ def supported_tags() -> List[str]:
     return sorted({f"{m.control_type} ({'/'.join(m.object_types)})" for m in CONTROL_MODELS})
 
 
-def control_models_for(label_interface) -> List[ControlModel]:
+def control_models_for(label_interface, strict: bool = True) -> List[ControlModel]:
     """A control model for every servable control tag, in config order (`model_skip="true"` skipped).
 
-    Raises 400 naming the supported tags when nothing in the config can be served.
+    With `strict`, a config with nothing servable is a 400 naming the supported tags.
     """
     if label_interface is None:
-        raise BadRequest("No labeling config: send 'label_config' with /predict or call /setup first")
+        raise LabelConfigError("No labeling config: send 'label_config' with /predict or call /setup first")
     models = []
     for control in label_interface.controls:
         try:
             skip = parse_bool(control.attr.get("model_skip"), False)
         except ValueError:
-            raise BadRequest(f"<{control.tag} name=\"{control.name}\">: model_skip must be true or false")
+            raise LabelConfigError(f"<{control.tag} name=\"{control.name}\">: model_skip must be true or false")
         if skip:
             continue
         for object_tag in control.objects:
@@ -51,8 +51,8 @@ def control_models_for(label_interface) -> List[ControlModel]:
                 if model_class.matches(control, object_tag):
                     models.append(model_class(control, object_tag, label_interface))
                     break
-    if not models:
-        raise BadRequest(
+    if not models and strict:
+        raise LabelConfigError(
             "No control tag in the labeling config can be served by the YOLO backend; supported: "
             + ", ".join(supported_tags())
         )

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from label_studio_ml.exceptions import BadRequest
+from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.label_config import build_label_map
 from label_studio_ml.utils import parse_bool
 from utils.models import LoadedModel, registry, resolve_model_path
@@ -43,6 +43,10 @@ class ControlModel:
         self._model: Optional[LoadedModel] = None
         self._label_map: Optional[Dict[str, str]] = None
 
+    @property
+    def annotates_video(self) -> bool:
+        return self.object_type == "Video"
+
     # ----- matching -----------------------------------------------------------------------------
     @classmethod
     def matches(cls, control, object_tag) -> bool:
@@ -60,20 +64,20 @@ class ControlModel:
                 try:
                     return float(value)
                 except ValueError:
-                    raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: {name}={value!r} is not a number")
+                    raise LabelConfigError(f"<{self.control_type} name=\"{self.from_name}\">: {name}={value!r} is not a number")
         return float(default)
 
     def int_attr(self, name: str, default: int) -> int:
         value = self.float_attr(name, default)
         if value != int(value):
-            raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: {name} must be an integer")
+            raise LabelConfigError(f"<{self.control_type} name=\"{self.from_name}\">: {name} must be an integer")
         return int(value)
 
     def bool_attr(self, name: str, default: bool) -> bool:
         try:
             return parse_bool(self.attr(name), default)
         except ValueError:
-            raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: {name}={self.attr(name)!r} is not true/false")
+            raise LabelConfigError(f"<{self.control_type} name=\"{self.from_name}\">: {name}={self.attr(name)!r} is not true/false")
 
     def _model_name(self) -> str:
         custom = self.attr("model_path")
@@ -87,7 +91,7 @@ class ControlModel:
         if self._model is None:
             model = registry.get(self.model_path)
             if model.task not in self.ultralytics_tasks:
-                raise BadRequest(
+                raise LabelConfigError(
                     f"<{self.control_type} name=\"{self.from_name}\"> needs a {'/'.join(self.ultralytics_tasks)} "
                     f"model, but {model.name} is a {model.task} model"
                 )

@@ -1,7 +1,7 @@
 """`<Choices>` on an `<Image>`: image classification."""
 
 from control_models.base import ControlModel
-from label_studio_ml.exceptions import BadRequest
+from label_studio_ml.exceptions import LabelConfigError
 from utils.converters import choice_regions
 
 CHOICE_MODES = ("single", "single-radio", "multiple")
@@ -17,7 +17,7 @@ class ChoicesModel(ControlModel):
         super().__init__(control, object_tag, label_interface)
         self.mode = self.attr("choice", "single")
         if self.mode not in CHOICE_MODES:
-            raise BadRequest(f"<{self.control_type} name=\"{self.from_name}\">: choice={self.mode!r}, "
+            raise LabelConfigError(f"<{self.control_type} name=\"{self.from_name}\">: choice={self.mode!r}, "
                              f"expected one of {', '.join(CHOICE_MODES)}")
 
     def label_paths(self):

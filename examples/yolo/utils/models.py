@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Dict, List, Optional
 
-from label_studio_ml.exceptions import BadRequest, FailedDependency
+from label_studio_ml.exceptions import FailedDependency, LabelConfigError
 from label_studio_ml.utils import env_int
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,12 @@ def resolve_in_root(name: str, what: str = "model_path", root: Optional[str] = N
     """Absolute path of `name` inside `root` (default MODEL_ROOT); 400 for anything escaping it."""
     root = os.path.realpath(root or model_root())
     if not isinstance(name, str) or not name.strip():
-        raise BadRequest(f"{what} is empty")
+        raise LabelConfigError(f"{what} is empty")
     if os.path.isabs(name) or name.startswith("~") or ".." in name.replace("\\", "/").split("/"):
-        raise BadRequest(f"{what}={name!r} must be a file name inside MODEL_ROOT, not a path")
+        raise LabelConfigError(f"{what}={name!r} must be a file name inside MODEL_ROOT, not a path")
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([path, root]) != root:
-        raise BadRequest(f"{what}={name!r} points outside MODEL_ROOT")
+        raise LabelConfigError(f"{what}={name!r} points outside MODEL_ROOT")
     return path
 
 
@@ -59,7 +59,7 @@ def resolve_model_path(name: str) -> str:
     if os.path.isfile(path) or is_downloadable(os.path.basename(name)):
         return path
     files = available_models()
-    raise BadRequest(
+    raise LabelConfigError(
         f"Model file {name!r} not found in MODEL_ROOT ({model_root()}); available: {', '.join(files) or 'none'}"
     )
 
@@ -94,7 +94,7 @@ class LoadedModel:
                     f"downloaded ({type(exc).__name__}: {exc}). Without internet access, copy the weights there "
                     "or set model_path to a file that is there."
                 ) from exc
-            raise BadRequest(f"Cannot load model {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
+            raise LabelConfigError(f"Cannot load model {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
         self.path = path
         self.name = os.path.basename(path)
         self.device = device
