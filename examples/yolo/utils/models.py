@@ -17,6 +17,11 @@ from label_studio_ml.utils import env_int
 
 logger = logging.getLogger(__name__)
 
+# Read by Ultralytics when it is first imported: a server must never pip-install packages at run
+# time (Ultralytics would, e.g. for HEIF images), and its settings file belongs with our state.
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "ultralytics"))
+
 DEFAULT_MODEL_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 WEIGHT_SUFFIXES = (".pt", ".onnx", ".torchscript", ".engine", ".mlpackage", ".tflite")
 
@@ -40,13 +45,16 @@ def is_downloadable(name: str) -> bool:
 
 
 def resolve_in_root(name: str, what: str = "model_path", root: Optional[str] = None) -> str:
-    """Absolute path of `name` inside `root` (default MODEL_ROOT); 400 for anything escaping it."""
-    root = os.path.realpath(root or model_root())
+    """Absolute path of `name` inside `root` (default MODEL_ROOT); 400 for anything escaping it.
+
+    The check is on the name, not on where a file resolves: symlinks an administrator placed in
+    MODEL_ROOT (a mounted volume, shared weights) are trusted."""
+    root = os.path.abspath(root or model_root())
     if not isinstance(name, str) or not name.strip():
         raise LabelConfigError(f"{what} is empty")
     if os.path.isabs(name) or name.startswith("~") or ".." in name.replace("\\", "/").split("/"):
         raise LabelConfigError(f"{what}={name!r} must be a file name inside MODEL_ROOT, not a path")
-    path = os.path.realpath(os.path.join(root, name))
+    path = os.path.abspath(os.path.join(root, name))
     if os.path.commonpath([path, root]) != root:
         raise LabelConfigError(f"{what}={name!r} points outside MODEL_ROOT")
     return path
