@@ -181,6 +181,8 @@ def get_local_path(
 
     base_url = (hostname or label_studio_url()).rstrip("/")
     token = access_token or label_studio_api_key()
+    if not base_url and not url.startswith(("http://", "https://")):
+        raise FailedDependency(f"Cannot fetch {url}: it is served by Label Studio and LABEL_STUDIO_URL is not set")
     cache_dir = cache_dir or media_cache_dir()
     pat = bool(token) and bool(base_url) and is_personal_access_token(token)
 
@@ -213,6 +215,11 @@ def get_local_path(
         if status == 404:
             raise NotFound(f"File not found: {url} (HTTP 404)") from exc
         raise FailedDependency(f"Cannot download {url}: HTTP {status}") from exc
+    except requests.Timeout as exc:
+        raise FailedDependency(f"Cannot download {url}: no answer within {_timeout()[1]:g} s (MEDIA_READ_TIMEOUT)") from exc
+    except requests.ConnectionError as exc:
+        host = urlparse(exc.request.url if exc.request is not None else url).netloc or url
+        raise FailedDependency(f"Cannot download {url}: cannot connect to {host}") from exc
     except requests.RequestException as exc:
         raise FailedDependency(f"Cannot download {url}: {type(exc).__name__}: {exc}") from exc
     except FileNotFoundError as exc:

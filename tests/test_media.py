@@ -81,9 +81,10 @@ def test_wrong_token_missing_file_and_timeouts_name_the_url(fake_ls, monkeypatch
         media.get_local_path(base + "/public/huge.png")
 
 
-def test_upload_without_label_studio_url_is_a_clear_error(model_dir):
-    with pytest.raises(NotFound, match="LABEL_STUDIO_URL"):
-        media.get_local_path("/data/upload/1/img.png")
+def test_label_studio_urls_without_label_studio_url_are_a_clear_error(model_dir):
+    for url in ("/data/upload/1/img.png", "s3://bucket/a.png", "/data/local-files/?d=a.png"):
+        with pytest.raises(FailedDependency, match="LABEL_STUDIO_URL is not set"):
+            media.get_local_path(url, task_id=1)
 
 
 def test_setup_credentials_are_the_fallback(fake_ls, monkeypatch):
@@ -93,7 +94,7 @@ def test_setup_credentials_are_the_fallback(fake_ls, monkeypatch):
         requests.post(server + "/setup", json={"project": "3.1", "schema": "<View/>", "hostname": base,
                                                "access_token": LEGACY_TOKEN})
     assert read(EchoModel(project_id="3").get_local_path("/data/upload/3/x.png")) == PNG_BYTES
-    with pytest.raises(NotFound):
+    with pytest.raises(FailedDependency):
         EchoModel(project_id="4").get_local_path("/data/upload/3/x.png")
 
 

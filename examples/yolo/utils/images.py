@@ -3,7 +3,7 @@
 import os
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from label_studio_ml.exceptions import MLBackendError, PayloadTooLarge
 from label_studio_ml.utils import env_int
@@ -18,6 +18,15 @@ class UnreadableImage(MLBackendError):
 
 def max_pixels() -> int:
     return env_int("MAX_IMAGE_PIXELS", 80_000_000)
+
+
+def _root_cause(exc: Exception) -> str:
+    """The decoder's own complaint: Ultralytics patches `Image.open` to retry unknown files with a
+    HEIF plugin, which turns "cannot identify image file" into an unrelated import error."""
+    cause = exc
+    while cause is not None and not isinstance(cause, UnidentifiedImageError):
+        cause = cause.__context__
+    return str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
 
 
 def load_image(path: str) -> np.ndarray:
@@ -35,5 +44,5 @@ def load_image(path: str) -> np.ndarray:
     except MLBackendError:
         raise
     except Exception as exc:  # PIL and its plugins raise many kinds for a broken file
-        raise UnreadableImage(f"Cannot decode image {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
+        raise UnreadableImage(f"Cannot decode image {os.path.basename(path)}: {_root_cause(exc)}") from exc
     return np.ascontiguousarray(rgb[:, :, ::-1])
