@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -27,8 +28,8 @@ def wait_for_http(url: str, timeout: float = 30.0, auth=None) -> requests.Respon
     last = None
     while time.monotonic() < deadline:
         try:
-            return requests.get(url, timeout=2, auth=auth)
-        except requests.ConnectionError as exc:
+            return requests.get(url, timeout=5, auth=auth)
+        except (requests.ConnectionError, requests.Timeout) as exc:  # not listening yet, or workers booting
             last = exc
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
@@ -48,31 +49,39 @@ def serve_in_thread(app):
 
 
 @contextmanager
-def serve_in_process(args, env=None, cwd=None, health_path="/health", auth=None, timeout=60.0):
-    """Run a server command in a child process; yields (base_url, process). `{port}` in args is filled."""
+def serve_in_process(args, env=None, cwd=None, health_path="/health", auth=None, timeout=60.0, log_path=None):
+    """Run a server command in a child process; yields (base_url, process).
+
+    `{port}` in args and env values is replaced by a free port. Output goes to `log_path` (a temp
+    file by default, never a pipe nobody reads) and is shown if the server does not come up.
+    """
     port = free_port()
     args = [a.replace("{port}", str(port)) for a in args]
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in [REPO_ROOT, full_env.get("PYTHONPATH", "")] if p)
-    full_env.update(env or {})
-    proc = subprocess.Popen(args, env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    full_env.update({k: v.replace("{port}", str(port)) for k, v in (env or {}).items()})
+    log = open(log_path, "ab") if log_path else tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         try:
             wait_for_http(base + health_path, timeout=timeout, auth=auth)
         except TimeoutError:
             proc.kill()
-            output = proc.communicate(timeout=5)[0]
+            proc.wait(5)
+            log.seek(0)
+            output = log.read().decode(errors="replace")
             raise RuntimeError(f"server {args} did not start:\n{output[-4000:]}")
         yield base, proc
     finally:
         if proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(10)
+                proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        log.close()
 
 
 PYTHON = sys.executable

@@ -8,5 +8,6 @@ exec gunicorn \
     --workers "${WORKERS:-1}" \
     --threads "${THREADS:-4}" \
     --timeout 0 \
+    --no-control-socket \
     --log-level "$(echo "${LOG_LEVEL:-info}" | tr '[:upper:]' '[:lower:]')" \
     _wsgi:app
