@@ -113,13 +113,24 @@ class LoadedModel:
                     list(self.names.values()))
 
     def predict(self, images: list, **kwargs) -> list:
-        """Ultralytics `predict` over `images`, in chunks of `YOLO_BATCH_SIZE`."""
-        results = []
+        """Ultralytics `predict` over `images` (arrays), in chunks of `YOLO_BATCH_SIZE`.
+
+        Images are grouped by shape first: Ultralytics letterboxes a batch of equal shapes to the
+        smallest padded size, but pads a mixed batch to a full square, which costs more than
+        batching saves on a CPU.
+        """
+        by_shape: Dict[tuple, List[int]] = {}
+        for index, image in enumerate(images):
+            by_shape.setdefault(getattr(image, "shape", None), []).append(index)
+        results: list = [None] * len(images)
         size = batch_size()
         with self.lock:
-            for start in range(0, len(images), size):
-                chunk = images[start:start + size]
-                results.extend(self.model.predict(chunk, device=self.device, verbose=False, **kwargs))
+            for indices in by_shape.values():
+                for start in range(0, len(indices), size):
+                    chunk = indices[start:start + size]
+                    outputs = self.model.predict([images[i] for i in chunk], device=self.device, verbose=False, **kwargs)
+                    for i, output in zip(chunk, outputs):
+                        results[i] = output
         return results
 
 

@@ -1,0 +1,106 @@
+"""Speed of the served backend against raw Ultralytics on the same weights and images.
+
+    python examples/yolo/benchmarks/benchmark.py [--weights yolo11n-pose.pt] [--images 16]
+
+Floor: Ultralytics `predict` in-process, one image at a time. Then our `/predict` over HTTP
+(gunicorn as started by start.sh): sequential one task per request; requests of 8 tasks;
+4 concurrent clients. Prints seconds per image and the ratios against the floor.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from load import predict, served_backend  # noqa: E402
+from yolo_helpers import fetch_pose_model  # noqa: E402
+
+CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
+          'model_path="{weights}" model_score_threshold="0.5"><Label value="person"/></RectangleLabels></View>')
+
+
+def benchmark_images(directory: str, count: int) -> list:
+    """`count` copies of Ultralytics' bundled bus.jpg / zidane.jpg under distinct names."""
+    import ultralytics
+
+    assets = os.path.join(os.path.dirname(ultralytics.__file__), "assets")
+    sources = [os.path.join(assets, "bus.jpg"), os.path.join(assets, "zidane.jpg")]
+    paths = []
+    for i in range(count):
+        path = os.path.join(directory, f"img-{i}.jpg")
+        shutil.copy(sources[i % 2], path)
+        paths.append(path)
+    return paths
+
+
+def raw_seconds_per_image(weights: str, paths: list, device: str) -> float:
+    from ultralytics import YOLO
+
+    model = YOLO(weights)
+    model.predict(paths[0], conf=0.5, device=device, verbose=False)  # warm-up
+    started = time.perf_counter()
+    for path in paths:
+        model.predict(path, conf=0.5, device=device, verbose=False)
+    return (time.perf_counter() - started) / len(paths)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", default=None, help="weights file (default: the COCO yolo11n-pose.pt)")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--device", default=os.getenv("DEVICE", "cpu"))
+    args = parser.parse_args(argv)
+
+    weights = os.path.abspath(args.weights or fetch_pose_model())
+    with tempfile.TemporaryDirectory() as tmp:
+        root = os.path.join(tmp, "models")
+        os.makedirs(root)
+        os.symlink(weights, os.path.join(root, os.path.basename(weights)))
+        paths = benchmark_images(tmp, args.images)
+        config = CONFIG.format(weights=os.path.basename(weights))
+        tasks = [{"id": i, "data": {"image": p}} for i, p in enumerate(paths)]
+
+        raw = raw_seconds_per_image(weights, paths, args.device)
+        env = {"MODEL_ROOT": root, "MODEL_DIR": os.path.join(tmp, "model_dir"), "DEVICE": args.device,
+               "PREDICT_CONCURRENCY": str(args.clients)}
+        with served_backend(env, workers=1, threads=args.clients, log_path=os.path.join(tmp, "server.log")) as (base, _):
+            predict(base, tasks[:1], config)  # loads the model
+
+            started = time.perf_counter()
+            for task in tasks:
+                assert predict(base, [task], config).status_code == 200
+            sequential = (time.perf_counter() - started) / len(tasks)
+
+            started = time.perf_counter()
+            for start in range(0, len(tasks), 8):
+                assert predict(base, tasks[start:start + 8], config).status_code == 200
+            batched = (time.perf_counter() - started) / len(tasks)
+
+            def client(chunk):
+                for task in chunk:
+                    assert predict(base, [task], config).status_code == 200
+
+            chunks = [tasks[i::args.clients] for i in range(args.clients)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.clients) as pool:
+                list(pool.map(client, chunks))
+            concurrent = (time.perf_counter() - started) / len(tasks)
+
+    print(f"weights: {os.path.basename(weights)}, device: {args.device}, images: {len(paths)}")
+    print(f"raw Ultralytics predict, one image per call: {raw * 1000:8.1f} ms/image")
+    print(f"/predict sequential, 1 task per request:     {sequential * 1000:8.1f} ms/image  ratio {sequential / raw:.3f}")
+    print(f"/predict 8 tasks per request:                {batched * 1000:8.1f} ms/image  ratio {batched / raw:.3f}")
+    print(f"/predict {args.clients} concurrent clients:                {concurrent * 1000:8.1f} ms/image  "
+          f"capacity {raw / concurrent:.3f} of raw")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
