@@ -11,6 +11,8 @@ from control_models.polygon_labels import PolygonLabelsModel
 from control_models.rectangle_labels import RectangleLabelsModel
 from control_models.rectangle_labels_obb import RectangleLabelsObbModel
 from control_models.taxonomy import TaxonomyModel
+from control_models.timeline_labels import TimelineLabelsModel, TrainableTimelineLabelsModel
+from control_models.video_rectangle import VideoRectangleModel
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.utils import parse_bool
 
@@ -24,6 +26,9 @@ CONTROL_MODELS = [
     ChoicesModel,
     TaxonomyModel,
     KeyPointLabelsModel,
+    VideoRectangleModel,
+    TimelineLabelsModel,
+    TrainableTimelineLabelsModel,
 ]
 
 

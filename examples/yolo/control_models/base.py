@@ -24,7 +24,7 @@ def default_score_threshold() -> float:
 
 
 class ControlModel:
-    """Base class; subclasses set the class attributes and implement `predict_images` or `predict_video`."""
+    """Base class; subclasses set the class attributes and implement `regions_from` (images) or `predict_video`."""
 
     control_type: str = ""              # Label Studio control tag, e.g. "RectangleLabels"
     object_types = ("Image",)           # object tags it can annotate
@@ -110,15 +110,20 @@ class ControlModel:
 
     # ----- prediction ---------------------------------------------------------------------------
     def predict_images(self, images: List[np.ndarray]) -> List[List[dict]]:
-        """Regions for each image (BGR arrays as Label Studio shows them)."""
+        """Regions for each image (BGR arrays as Label Studio shows them), one batched model call."""
+        results = self.model.predict(images, **self.predict_options())
+        return [self.regions_from(result, image.shape[1], image.shape[0]) for image, result in zip(images, results)]
+
+    def predict_options(self) -> dict:
+        """Ultralytics `predict` options: our threshold as `conf`, so low thresholds really return low boxes."""
+        return {"conf": min(self.score_threshold, 0.999)}
+
+    def regions_from(self, result, width: int, height: int) -> List[dict]:
+        """Label Studio regions from one Ultralytics result."""
         raise NotImplementedError(f"{type(self).__name__} does not annotate images")
 
     def predict_video(self, path: str, task: dict) -> List[dict]:
         raise NotImplementedError(f"{type(self).__name__} does not annotate videos")
-
-    def inference_conf(self) -> float:
-        """Confidence passed to Ultralytics: our threshold, so low thresholds really return low boxes."""
-        return min(self.score_threshold, 0.999)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.from_name}->{self.to_name}, {os.path.basename(self.model_path)})"

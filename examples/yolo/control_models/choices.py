@@ -24,11 +24,9 @@ class ChoicesModel(ControlModel):
         """Each label's path in the choice tree (Taxonomy); flat for Choices."""
         return None
 
-    def predict_images(self, images):
-        results = self.model.predict(images)
-        paths = self.label_paths()
-        return [
-            choice_regions(result.probs.data.cpu().numpy(), self.model.names, self.label_map, self.score_threshold,
-                           self.mode, self.from_name, self.to_name, kind=self.region_type, paths=paths)
-            for result in results
-        ]
+    def predict_options(self) -> dict:
+        return {}  # classification has no confidence filter: every class probability comes back
+
+    def regions_from(self, result, width, height):
+        return choice_regions(result.probs.data.cpu().numpy(), self.model.names, self.label_map, self.score_threshold,
+                              self.mode, self.from_name, self.to_name, kind=self.region_type, paths=self.label_paths())

@@ -50,19 +50,13 @@ class KeyPointLabelsModel(ControlModel):
     def is_usable(self) -> bool:
         return bool(self.point_map)
 
-    def predict_images(self, images):
-        results = self.model.predict(images, conf=self.inference_conf())
-        out = []
-        for image, result in zip(images, results):
-            height, width = image.shape[:2]
-            if result.keypoints is None or len(result.boxes) == 0:
-                out.append([])
-                continue
-            boxes, keypoints = result.boxes, result.keypoints
-            out.append(keypoint_regions(
-                boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(),
-                keypoints.xy.cpu().numpy(), None if keypoints.conf is None else keypoints.conf.cpu().numpy(),
-                self.model.names, self.point_map, width, height, self.score_threshold, self.point_threshold,
-                self.add_bboxes, self.point_size, self.from_name, self.to_name,
-            ))
-        return out
+    def regions_from(self, result, width, height):
+        if result.keypoints is None or len(result.boxes) == 0:
+            return []
+        boxes, keypoints = result.boxes, result.keypoints
+        return keypoint_regions(
+            boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(),
+            keypoints.xy.cpu().numpy(), None if keypoints.conf is None else keypoints.conf.cpu().numpy(),
+            self.model.names, self.point_map, width, height, self.score_threshold, self.point_threshold,
+            self.add_bboxes, self.point_size, self.from_name, self.to_name,
+        )

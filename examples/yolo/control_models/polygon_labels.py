@@ -10,17 +10,9 @@ class PolygonLabelsModel(ControlModel):
     default_model = "yolov8n-seg.pt"
     converter = staticmethod(polygon_regions)
 
-    def predict_images(self, images):
-        results = self.model.predict(images, conf=self.inference_conf())
-        out = []
-        for image, result in zip(images, results):
-            height, width = image.shape[:2]
-            if result.masks is None:
-                out.append([])
-                continue
-            boxes = result.boxes
-            out.append(self.converter(
-                result.masks.xy, boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), self.model.names,
-                self.label_map, width, height, self.score_threshold, self.from_name, self.to_name,
-            ))
-        return out
+    def regions_from(self, result, width, height):
+        if result.masks is None:
+            return []
+        boxes = result.boxes
+        return self.converter(result.masks.xy, boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), self.model.names,
+                              self.label_map, width, height, self.score_threshold, self.from_name, self.to_name)

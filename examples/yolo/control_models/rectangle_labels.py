@@ -13,14 +13,8 @@ class RectangleLabelsModel(ControlModel):
     def matches(cls, control, object_tag) -> bool:
         return super().matches(control, object_tag) and control.attr.get("model_obb", "false").lower() != "true"
 
-    def predict_images(self, images):
-        results = self.model.predict(images, conf=self.inference_conf())
-        out = []
-        for image, result in zip(images, results):
-            height, width = image.shape[:2]
-            boxes = result.boxes
-            out.append(rectangle_regions(
-                boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), self.model.names,
-                self.label_map, width, height, self.score_threshold, self.from_name, self.to_name,
-            ))
-        return out
+    def regions_from(self, result, width, height):
+        boxes = result.boxes
+        return rectangle_regions(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(),
+                                 self.model.names, self.label_map, width, height, self.score_threshold,
+                                 self.from_name, self.to_name)

@@ -13,14 +13,8 @@ class RectangleLabelsObbModel(ControlModel):
     def matches(cls, control, object_tag) -> bool:
         return super().matches(control, object_tag) and control.attr.get("model_obb", "false").lower() == "true"
 
-    def predict_images(self, images):
-        results = self.model.predict(images, conf=self.inference_conf())
-        out = []
-        for image, result in zip(images, results):
-            height, width = image.shape[:2]
-            obb = result.obb
-            out.append(oriented_rectangle_regions(
-                obb.xyxyxyxy.cpu().numpy(), obb.conf.cpu().numpy(), obb.cls.cpu().numpy(), self.model.names,
-                self.label_map, width, height, self.score_threshold, self.from_name, self.to_name,
-            ))
-        return out
+    def regions_from(self, result, width, height):
+        obb = result.obb
+        return oriented_rectangle_regions(obb.xyxyxyxy.cpu().numpy(), obb.conf.cpu().numpy(), obb.cls.cpu().numpy(),
+                                          self.model.names, self.label_map, width, height, self.score_threshold,
+                                          self.from_name, self.to_name)
