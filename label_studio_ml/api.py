@@ -8,7 +8,6 @@ instance, shapes answers the way Label Studio stores them, and turns every failu
 import hmac
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -19,11 +18,12 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .admission import InferenceGate
-from .exceptions import BadRequest, MLBackendError, Unauthorized
+from . import jobs
+from .exceptions import BadRequest, MLBackendError, NotFound, Unauthorized
 from .media import check_label_studio_connection
 from .metrics import RequestMetrics, to_prometheus
 from .model import LabelStudioMLBase
-from .response import ModelResponse, task_error
+from .response import normalize_predictions, task_error
 from .utils import env_bool, env_float, env_int, project_id_from
 
 logger = logging.getLogger(__name__)
@@ -48,18 +48,6 @@ def _error(status: int, detail: str, headers: Optional[dict] = None, tb: Optiona
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
-
-
-def _numeric_score(prediction: dict) -> float:
-    """Label Studio rejects a whole batch when a score is not a number: make sure it is one."""
-    score = prediction.get("score")
-    if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
-        return float(score)
-    region_scores = [
-        r["score"] for r in prediction.get("result") or []
-        if isinstance(r, dict) and isinstance(r.get("score"), (int, float)) and math.isfinite(r["score"])
-    ]
-    return float(sum(region_scores) / len(region_scores)) if region_scores else 0.0
 
 
 def _task_problem(task: Any, index: int) -> Optional[str]:
@@ -146,7 +134,9 @@ class MLServer:
             model = self.new_model(data.get("project"), label_config)
             version = str(model.model_version)
             valid = [task for task, problem in zip(tasks, problems) if not problem]
-            predictions = self._predict_isolated(model, valid, context, params, version)
+            queued = self._enqueue_long_tasks(model, valid, params, version) if jobs.enabled() else {}
+            now = [task for task in valid if id(task) not in queued]
+            predictions = self._predict_isolated(model, now, context, params, version) if now else []
 
         results, it = [], iter(predictions)
         for task, problem in zip(tasks, problems):
@@ -154,8 +144,24 @@ class MLServer:
                 logger.warning("Task skipped: %s", problem)
                 results.append(task_error(version, problem))
             else:
-                results.append(next(it))
+                results.append(queued.get(id(task)) or next(it))
         return jsonify({"results": results})
+
+    def _enqueue_long_tasks(self, model, tasks: List[dict], params: dict, version: str) -> Dict[int, dict]:
+        """Tasks the model marks as long go to a background job; Label Studio gets an empty result
+        now (never a timeout) and the worker uploads the real prediction later."""
+        queued = {}
+        reference = jobs.model_reference(self.model_class)
+        for task in tasks:
+            if not model.runs_in_background(task):
+                continue
+            job_id = jobs.enqueue(
+                jobs.run_prediction_job, reference, model.project_id, model.label_config, [task], params,
+                job_id=jobs.stable_job_id("predict", model.project_id, task.get("id"), version, model.label_config),
+                description=f"predict task {task.get('id')} of project {model.project_id}",
+            )
+            queued[id(task)] = {"result": [], "score": 0, "model_version": version, "job_id": job_id}
+        return queued
 
     def _predict_isolated(self, model, tasks: List[dict], context, params, version: str) -> List[dict]:
         """Predict a batch; if the model fails on a batch, retry task by task so one bad task
@@ -181,34 +187,13 @@ class MLServer:
         return results
 
     def _call_predict(self, model, tasks, context, params, version) -> List[dict]:
-        response = model.predict(tasks, context=context, **params)
-        if isinstance(response, ModelResponse):
-            if not response.has_model_version():
-                response.set_version(version)
-            else:
-                response.update_predictions_version()
-            predictions = response.predictions
-        elif isinstance(response, dict):
-            predictions = response.get("predictions", [response])
-            version = response.get("model_version") or version
-        else:
-            predictions = response or []
-        out = []
-        for prediction in predictions:
-            prediction = prediction.model_dump(exclude_none=True) if hasattr(prediction, "model_dump") else dict(prediction)
-            if not prediction.get("model_version"):
-                prediction["model_version"] = version
-            else:
-                prediction["model_version"] = str(prediction["model_version"])
-            prediction["score"] = _numeric_score(prediction)
-            prediction.setdefault("result", [])
-            out.append(prediction)
-        if len(out) != len(tasks):
+        predictions = normalize_predictions(model.predict(tasks, context=context, **params), version)
+        if len(predictions) != len(tasks):
             logger.warning(
                 "%s.predict returned %d predictions for %d tasks: Label Studio stores none of them",
-                type(model).__name__, len(out), len(tasks),
+                type(model).__name__, len(predictions), len(tasks),
             )
-        return out
+        return predictions
 
     def webhook(self, default_event: Optional[str] = None):
         data = _json_body()
@@ -234,6 +219,10 @@ class MLServer:
         if label_config is not None and not isinstance(label_config, str):
             raise BadRequest("'label_config' must be the labeling config XML string")
 
+        if event == "START_TRAINING" and jobs.enabled():
+            job_id = jobs.enqueue(jobs.run_fit_job, jobs.model_reference(self.model_class), str(project_id_from(project_id)),
+                                  label_config, event, data, description=f"train project {project_id}")
+            return jsonify({"result": {"job_id": job_id, "status": "queued"}, "status": "ok"}), 201
         model = self.new_model(project_id, label_config)
         result = model.fit(event, data)
         # Unauthenticated annotation webhooks may train, but never read anything back.
@@ -252,6 +241,14 @@ class MLServer:
         model = self.new_model(project)
         return jsonify({"versions": [str(model.model_version)]})
 
+    def job(self, job_id: str):
+        if not jobs.enabled():
+            raise NotFound("Background jobs are disabled (BACKGROUND_JOBS is not true)")
+        status = jobs.job_status(job_id)
+        if status is None:
+            raise NotFound(f"No job {job_id}")
+        return jsonify(status)
+
     def metrics_view(self):
         snapshot = self.metrics.snapshot()
         gauges = self.gate.figures()
@@ -261,6 +258,11 @@ class MLServer:
         )
         if wants_text:
             return Response(to_prometheus(snapshot, gauges), mimetype="text/plain; version=0.0.4")
+        if jobs.enabled():
+            try:
+                snapshot.update(jobs.queue_figures())
+            except Exception as exc:  # metrics must answer even when Redis does not
+                snapshot["jobs_error"] = f"{type(exc).__name__}: {exc}"
         snapshot.update(gauges)
         snapshot["model_class"] = self.model_class.__name__
         snapshot.update(status)
@@ -290,6 +292,7 @@ def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str
         ("/train", "train", server.train, ["POST"]),
         ("/versions", "versions", server.versions, ["GET"]),
         ("/metrics", "metrics", server.metrics_view, ["GET"]),
+        ("/jobs/<job_id>", "jobs", server.job, ["GET"]),
     ]
     for rule, name, view, methods in routes:
         app.add_url_rule(rule, name, view, methods=methods)

@@ -74,6 +74,11 @@ class LabelStudioMLBase:
             return _update_fn(event, data, helper=self, **kwargs)
         return None
 
+    def runs_in_background(self, task: Dict) -> bool:
+        """True for a task too long for Label Studio's `/predict` timeout: with `BACKGROUND_JOBS`
+        on, it is predicted by an RQ worker and uploaded to Label Studio instead."""
+        return False
+
     @classmethod
     def backend_status(cls) -> Dict[str, Any]:
         """Extra fields for `/health` and `/metrics` (device, loaded models...). Must be instant."""

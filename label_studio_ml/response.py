@@ -1,5 +1,6 @@
 """`ModelResponse`: what `predict` may return instead of a plain list of predictions."""
 
+import math
 from typing import Any, List, Optional
 
 from pydantic import BaseModel, ConfigDict
@@ -45,3 +46,40 @@ class ModelResponse(BaseModel):
             "model_version": self.model_version,
             "predictions": [_as_dict(p) for p in self.predictions],
         }
+
+
+def numeric_score(prediction: dict) -> float:
+    """Label Studio rejects a whole batch when a score is not a number: make sure it is one
+    (the given score, else the mean of the region scores, else 0)."""
+    score = prediction.get("score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+        return float(score)
+    region_scores = [
+        r["score"] for r in prediction.get("result") or []
+        if isinstance(r, dict) and isinstance(r.get("score"), (int, float)) and math.isfinite(r["score"])
+    ]
+    return float(sum(region_scores) / len(region_scores)) if region_scores else 0.0
+
+
+def normalize_predictions(response: Any, version: str) -> List[dict]:
+    """Whatever `predict` returned (list, `ModelResponse`, dict with `predictions`) as a list of
+    prediction dicts, each with a string `model_version` and a numeric `score`."""
+    if isinstance(response, ModelResponse):
+        if not response.has_model_version():
+            response.set_version(version)
+        else:
+            response.update_predictions_version()
+        predictions = response.predictions
+    elif isinstance(response, dict):
+        predictions = response.get("predictions", [response])
+        version = response.get("model_version") or version
+    else:
+        predictions = response or []
+    out = []
+    for prediction in predictions:
+        prediction = _as_dict(prediction)
+        prediction["model_version"] = str(prediction.get("model_version") or version)
+        prediction["score"] = numeric_score(prediction)
+        prediction.setdefault("result", [])
+        out.append(prediction)
+    return out

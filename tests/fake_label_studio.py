@@ -19,7 +19,7 @@ def personal_access_token() -> str:
 
 def make_fake_label_studio():
     app = Flask("fake-label-studio")
-    state = {"valid_access": set(), "refreshes": 0, "downloads": 0}
+    state = {"valid_access": set(), "refreshes": 0, "downloads": 0, "predictions": [], "fail_uploads": 0}
     app.config["state"] = state
 
     def authorized():
@@ -51,6 +51,19 @@ def make_fake_label_studio():
             return jsonify({"detail": "Authentication credentials were not provided."}), 401
         state["downloads"] += 1
         return Response(PNG_BYTES, mimetype="image/png")
+
+    @app.post("/api/predictions/")
+    def create_prediction():
+        if not authorized():
+            return jsonify({"detail": "Authentication credentials were not provided."}), 401
+        if state["fail_uploads"] > 0:
+            state["fail_uploads"] -= 1
+            return jsonify({"detail": "temporarily unavailable"}), 503
+        body = request.get_json()
+        prediction = dict(body, id=len(state["predictions"]) + 1, created_at="2026-01-01T00:00:00Z",
+                          updated_at="2026-01-01T00:00:00Z")
+        state["predictions"].append(prediction)
+        return jsonify(prediction), 201
 
     @app.get("/data/upload/<int:project>/<name>")
     def upload(project, name):

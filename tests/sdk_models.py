@@ -49,3 +49,18 @@ class NoScoreModel(LabelStudioMLBase):
 
 
 app = init_app(EchoModel)
+
+
+class LongModel(EchoModel):
+    """Tasks with `"long": true` in their data go to a background job; `seconds` makes them slow."""
+
+    def runs_in_background(self, task):
+        return bool(task["data"].get("long"))
+
+    def predict(self, tasks, context=None, **kwargs):
+        for task in tasks:
+            time.sleep(float(task["data"].get("seconds", 0)))
+        return super().predict(tasks, context, **kwargs)
+
+
+long_app = init_app(LongModel)

@@ -1,0 +1,170 @@
+"""Background jobs with a real redis-server and real `rq worker` processes."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from fake_label_studio import LEGACY_TOKEN, make_fake_label_studio
+from helpers import PYTHON, REPO_ROOT, serve_in_process, serve_in_thread
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+RQ = [PYTHON, "-m", "rq.cli", "worker"]
+
+
+def wait_until(condition, timeout, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def fake_ls():
+    app = make_fake_label_studio()
+    with serve_in_thread(app) as base:
+        yield base, app.config["state"]
+
+
+@pytest.fixture
+def job_env(redis_url, fake_ls, tmp_path):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    base, _ = fake_ls
+    return {"BACKGROUND_JOBS": "true", "REDIS_URL": redis_url, "CACHE_TYPE": "redis", "LABEL_STUDIO_URL": base,
+            "LABEL_STUDIO_API_KEY": LEGACY_TOKEN, "LABEL_STUDIO_CHECK": "false", "MODEL_DIR": str(tmp_path),
+            "JOB_RETRIES": "2"}
+
+
+def start_worker(env, tmp_path, name):
+    full_env = dict(os.environ, **env)
+    full_env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, TESTS_DIR])
+    log = open(tmp_path / f"{name}.log", "wb")
+    # a short worker TTL makes an idle worker run its registry maintenance every few seconds
+    return subprocess.Popen(RQ + ["--url", env["REDIS_URL"], "--with-scheduler", "--maintenance-interval", "2",
+                                  "--job-monitoring-interval", "2", "--worker-ttl", "20", "--name", name,
+                                  "label-studio-ml"],
+                            cwd=TESTS_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
+def kill_with_work_horse(proc):
+    """SIGKILL the worker and its work horse (RQ puts the horse in a session of its own)."""
+    import psutil
+
+    family = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+    assert len(family) >= 2, "the job should be running in a work horse"
+    for member in family:
+        member.kill()
+    proc.wait(20)
+
+
+@pytest.fixture
+def backend(job_env):
+    command = [PYTHON, "-m", "gunicorn", "--threads", "4", "-b", "127.0.0.1:{port}", "sdk_models:long_app"]
+    with serve_in_process(command, env=job_env, cwd=TESTS_DIR) as (base, _):
+        yield base
+
+
+def predict(base, tasks):
+    return requests.post(base + "/predict", json={"tasks": tasks, "project": "7.1", "label_config": "<View/>"}, timeout=30)
+
+
+def test_long_task_is_answered_at_once_and_uploaded_by_the_worker(backend, job_env, fake_ls, tmp_path):
+    _, state = fake_ls
+    started = time.monotonic()
+    response = predict(backend, [{"id": 1, "data": {"text": "short"}},
+                                 {"id": 2, "data": {"text": "long one", "long": True, "seconds": 2}}])
+    assert time.monotonic() - started < 1.0
+    short, long = response.json()["results"]
+    assert short["result"][0]["value"]["choices"] == ["short"]
+    assert long["result"] == [] and long["score"] == 0 and long["model_version"] == "echo-1"
+    job_id = long["job_id"]
+    assert requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "queued"
+    # Label Studio asking again does not enqueue the same work twice
+    again = predict(backend, [{"id": 2, "data": {"text": "long one", "long": True, "seconds": 2}}]).json()
+    assert again["results"][0]["job_id"] == job_id
+
+    worker = start_worker(job_env, tmp_path, "w1")
+    try:
+        status = wait_until(lambda: (s := requests.get(f"{backend}/jobs/{job_id}").json())["status"] == "finished" and s,
+                            timeout=60)
+    finally:
+        stop(worker)
+    assert status["result"] == {"uploaded": 1, "errors": {}, "model_version": "echo-1"}
+    (uploaded,) = state["predictions"]
+    assert uploaded["task"] == 2 and uploaded["model_version"] == "echo-1"
+    assert uploaded["result"][0]["value"]["choices"] == ["long one"] and uploaded["score"] == pytest.approx(0.8)
+    metrics = requests.get(backend + "/metrics").json()
+    assert metrics["jobs_finished"] == 1 and metrics["jobs_queued"] == 0
+
+
+def test_start_training_is_enqueued_and_fit_runs_on_the_worker(backend, job_env, tmp_path):
+    response = requests.post(backend + "/webhook", json={"action": "START_TRAINING", "project": {"id": 7, "label_config": "<View/>"}})
+    assert response.status_code == 201
+    job_id = response.json()["result"]["job_id"]
+    worker = start_worker(job_env, tmp_path, "w2")
+    try:
+        status = wait_until(lambda: (s := requests.get(f"{backend}/jobs/{job_id}").json())["status"] == "finished" and s,
+                            timeout=60)
+    finally:
+        stop(worker)
+    assert status["result"]["event"] == "START_TRAINING" and status["result"]["fit_count"] == 1
+    # the state the worker wrote is the backend's state (shared Redis store)
+    response = requests.post(backend + "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 7}})
+    assert response.json()["result"]["fit_count"] == 2
+
+
+def test_failed_upload_is_retried(backend, job_env, fake_ls, tmp_path):
+    _, state = fake_ls
+    state["fail_uploads"] = 1
+    job_id = predict(backend, [{"id": 3, "data": {"text": "x", "long": True}}]).json()["results"][0]["job_id"]
+    worker = start_worker(job_env, tmp_path, "w3")
+    try:
+        wait_until(lambda: requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "finished", timeout=60)
+    finally:
+        stop(worker)
+    assert [p["task"] for p in state["predictions"]] == [3]
+    assert state["fail_uploads"] == 0
+
+
+def test_worker_killed_mid_job_another_worker_finishes_it(backend, job_env, fake_ls, tmp_path):
+    _, state = fake_ls
+    job_id = predict(backend, [{"id": 4, "data": {"text": "slow", "long": True, "seconds": 6}}]).json()["results"][0]["job_id"]
+    first = start_worker(job_env, tmp_path, "dies")
+    try:
+        wait_until(lambda: requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "started", timeout=30)
+    finally:
+        kill_with_work_horse(first)  # the worker and its work horse die mid-job
+    assert state["predictions"] == []
+    second = start_worker(job_env, tmp_path, "takes-over")
+    try:
+        # RQ declares the job abandoned once its heartbeat expires (about a minute), then retries it
+        wait_until(lambda: requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "finished", timeout=180, interval=1)
+    finally:
+        stop(second)
+    assert [p["task"] for p in state["predictions"]] == [4]
+
+
+def test_jobs_endpoint_without_background_jobs_is_404(model_dir):
+    from label_studio_ml.api import init_app
+    from sdk_models import LongModel
+
+    with serve_in_thread(init_app(LongModel)) as base:
+        response = requests.get(base + "/jobs/abc")
+        assert response.status_code == 404 and "BACKGROUND_JOBS" in response.json()["detail"]
+        # without background jobs, long tasks are predicted synchronously
+        result = predict(base, [{"id": 1, "data": {"text": "x", "long": True}}]).json()["results"][0]
+        assert result["result"] and "job_id" not in result
