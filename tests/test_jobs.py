@@ -168,3 +168,17 @@ def test_jobs_endpoint_without_background_jobs_is_404(model_dir):
         # without background jobs, long tasks are predicted synchronously
         result = predict(base, [{"id": 1, "data": {"text": "x", "long": True}}]).json()["results"][0]
         assert result["result"] and "job_id" not in result
+
+
+@pytest.mark.parametrize("path", ["docker-compose.yml", "examples/yolo/docker-compose.yml"])
+def test_compose_scale_profile_runs_redis_and_rq_workers_from_the_same_image(path):
+    import yaml
+
+    with open(os.path.join(REPO_ROOT, path)) as f:
+        services = yaml.safe_load(f)["services"]
+    assert "profiles" not in services["yolo"], "the backend itself runs without the profile"
+    assert services["redis"]["profiles"] == services["worker"]["profiles"] == ["scale"]
+    assert services["worker"]["image"] == services["yolo"]["image"]
+    assert services["worker"]["command"][:2] == ["rq", "worker"] and "label-studio-ml" in services["worker"]["command"]
+    assert services["worker"]["environment"] == services["yolo"]["environment"]
+    assert services["yolo"]["environment"]["REDIS_URL"].endswith("redis://redis:6379/0}")
