@@ -106,7 +106,7 @@ class YOLO(LabelStudioMLBase):
             if errors[i] is not None:
                 continue
             try:
-                regions[i].extend(control.predict_video(media.local_path(i, control.value), task))
+                regions[i].extend(control.predict_video(media.local_path(i, control.value), task, backend=media.backend))
             except LabelConfigError:
                 raise
             except MLBackendError as exc:

@@ -122,7 +122,8 @@ class ControlModel:
         """Label Studio regions from one Ultralytics result."""
         raise NotImplementedError(f"{type(self).__name__} does not annotate images")
 
-    def predict_video(self, path: str, task: dict) -> List[dict]:
+    def predict_video(self, path: str, task: dict, backend=None) -> List[dict]:
+        """Regions for one video (streamed from `path`); `backend` is the request's model instance."""
         raise NotImplementedError(f"{type(self).__name__} does not annotate videos")
 
     def __repr__(self):
