@@ -13,7 +13,9 @@ from control_models import control_models_for
 from label_studio_ml.exceptions import BadRequest, LabelConfigError, MLBackendError
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
+from label_studio_ml.utils import env_int
 from utils.images import load_image
+from utils.video import VideoFrames
 from utils.models import model_root, registry
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,20 @@ class YOLO(LabelStudioMLBase):
     @classmethod
     def backend_status(cls) -> dict:
         return {"model_root": model_root(), "device": os.getenv("DEVICE") or "auto", "loaded_models": registry.loaded()}
+
+    def runs_in_background(self, task: dict) -> bool:
+        """With `BACKGROUND_JOBS` on: a task whose video has more than `BACKGROUND_MIN_FRAMES`
+        frames (default 1800, a minute at 30 fps) is predicted by an RQ worker, not in the request."""
+        video_keys = {c.value for c in control_models_for(self.label_interface, strict=False) if c.annotates_video}
+        limit = env_int("BACKGROUND_MIN_FRAMES", 1800)
+        for key in video_keys:
+            try:
+                with VideoFrames(TaskMedia(self, [task]).local_path(0, key)) as video:
+                    if video.header_frames > limit:
+                        return True
+            except MLBackendError:
+                continue  # predicted in the request, where the error is reported for this task
+        return False
 
     def predict(self, tasks: List[dict], context: Optional[dict] = None, **kwargs) -> List[dict]:
         controls = control_models_for(self.label_interface)
