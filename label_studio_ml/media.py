@@ -106,13 +106,17 @@ class _BoundedSession(requests.Session):
 
     def __init__(self):
         super().__init__()
-        self.unauthorized = False
+        self.refusals = set()  # 401/403 answers seen
+
+    @property
+    def unauthorized(self) -> bool:
+        return 401 in self.refusals
 
     def request(self, method, url, **kwargs):
         kwargs.setdefault("timeout", _timeout())
         response = super().request(method, url, **kwargs)
         if response.status_code in (401, 403):
-            self.unauthorized = True
+            self.refusals.add(response.status_code)
         limit = env_int("MEDIA_MAX_BYTES", 512 * 1024 * 1024)
         length = response.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
@@ -192,6 +196,7 @@ def get_local_path(
             return ls_io.get_local_path(
                 url, cache_dir=cache_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,
+                image_dir=cache_dir,  # else the SDK creates ~/.local/share/label-studio to look for uploads
             )
 
     session = _BoundedSession()
@@ -199,7 +204,7 @@ def get_local_path(
         try:
             path = fetch(session)
         except requests.HTTPError:
-            if not (pat and session.unauthorized):
+            if not (pat and session.refusals):
                 raise
             session = _BoundedSession()  # the access token may have been revoked: refresh once
             path = fetch(session, force_refresh=True)
@@ -208,8 +213,12 @@ def get_local_path(
     except requests.HTTPError as exc:
         if session.unauthorized:
             raise FailedDependency(
-                f"Cannot download {url}: Label Studio refused the credentials (HTTP 401/403): "
-                "check LABEL_STUDIO_API_KEY"
+                f"Cannot download {url}: Label Studio refused the credentials (HTTP 401): check LABEL_STUDIO_API_KEY"
+            ) from exc
+        if session.refusals:  # Label Studio answers 403 both for a missing upload and for no access
+            raise FailedDependency(
+                f"Cannot download {url}: HTTP 403 from Label Studio: the file does not exist or "
+                "LABEL_STUDIO_API_KEY has no access to it"
             ) from exc
         status = exc.response.status_code if exc.response is not None else None
         if status == 404:

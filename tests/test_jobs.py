@@ -71,6 +71,16 @@ def kill_with_work_horse(proc):
     proc.wait(20)
 
 
+def finish_with_a_worker(backend, job_id, env, tmp_path, name, timeout=60) -> dict:
+    """Start a worker, wait until the job is finished, stop the worker; the job's final status."""
+    worker = start_worker(env, tmp_path, name)
+    try:
+        return wait_until(lambda: (s := requests.get(f"{backend}/jobs/{job_id}").json())["status"] == "finished" and s,
+                          timeout=timeout, interval=0.5)
+    finally:
+        stop(worker)
+
+
 @pytest.fixture
 def backend(job_env):
     command = [PYTHON, "-m", "gunicorn", "--threads", "4", "-b", "127.0.0.1:{port}", "sdk_models:long_app"]
@@ -97,12 +107,7 @@ def test_long_task_is_answered_at_once_and_uploaded_by_the_worker(backend, job_e
     again = predict(backend, [{"id": 2, "data": {"text": "long one", "long": True, "seconds": 2}}]).json()
     assert again["results"][0]["job_id"] == job_id
 
-    worker = start_worker(job_env, tmp_path, "w1")
-    try:
-        status = wait_until(lambda: (s := requests.get(f"{backend}/jobs/{job_id}").json())["status"] == "finished" and s,
-                            timeout=60)
-    finally:
-        stop(worker)
+    status = finish_with_a_worker(backend, job_id, job_env, tmp_path, "w1")
     assert status["result"] == {"uploaded": 1, "errors": {}, "model_version": "echo-1"}
     (uploaded,) = state["predictions"]
     assert uploaded["task"] == 2 and uploaded["model_version"] == "echo-1"
@@ -115,12 +120,7 @@ def test_start_training_is_enqueued_and_fit_runs_on_the_worker(backend, job_env,
     response = requests.post(backend + "/webhook", json={"action": "START_TRAINING", "project": {"id": 7, "label_config": "<View/>"}})
     assert response.status_code == 201
     job_id = response.json()["result"]["job_id"]
-    worker = start_worker(job_env, tmp_path, "w2")
-    try:
-        status = wait_until(lambda: (s := requests.get(f"{backend}/jobs/{job_id}").json())["status"] == "finished" and s,
-                            timeout=60)
-    finally:
-        stop(worker)
+    status = finish_with_a_worker(backend, job_id, job_env, tmp_path, "w2")
     assert status["result"]["event"] == "START_TRAINING" and status["result"]["fit_count"] == 1
     # the state the worker wrote is the backend's state (shared Redis store)
     response = requests.post(backend + "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 7}})
@@ -131,11 +131,7 @@ def test_failed_upload_is_retried(backend, job_env, fake_ls, tmp_path):
     _, state = fake_ls
     state["fail_uploads"] = 1
     job_id = predict(backend, [{"id": 3, "data": {"text": "x", "long": True}}]).json()["results"][0]["job_id"]
-    worker = start_worker(job_env, tmp_path, "w3")
-    try:
-        wait_until(lambda: requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "finished", timeout=60)
-    finally:
-        stop(worker)
+    finish_with_a_worker(backend, job_id, job_env, tmp_path, "w3")
     assert [p["task"] for p in state["predictions"]] == [3]
     assert state["fail_uploads"] == 0
 
@@ -149,12 +145,8 @@ def test_worker_killed_mid_job_another_worker_finishes_it(backend, job_env, fake
     finally:
         kill_with_work_horse(first)  # the worker and its work horse die mid-job
     assert state["predictions"] == []
-    second = start_worker(job_env, tmp_path, "takes-over")
-    try:
-        # RQ declares the job abandoned once its heartbeat expires (about a minute), then retries it
-        wait_until(lambda: requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "finished", timeout=180, interval=1)
-    finally:
-        stop(second)
+    # RQ declares the job abandoned once its heartbeat expires (about a minute), then retries it
+    finish_with_a_worker(backend, job_id, job_env, tmp_path, "takes-over", timeout=180)
     assert [p["task"] for p in state["predictions"]] == [4]
 
 

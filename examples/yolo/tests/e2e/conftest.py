@@ -1,0 +1,180 @@
+"""A real Label Studio server and the YOLO backend started like the README says, for the e2e suite.
+
+Label Studio lives in its own cached virtualenv (`scripts/label_studio_venv.sh`): it pins its own
+Django, SDK and friends. Each session starts it with a throwaway data directory, user and legacy
+token, on a loopback port, with the settings the README tells users to set for a local backend.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from helpers import REPO_ROOT, free_port
+
+LS_VENV_SCRIPT = os.path.join(REPO_ROOT, "scripts", "label_studio_venv.sh")
+YOLO_DIR = os.path.join(REPO_ROOT, "examples", "yolo")
+# First start of a fresh data directory runs all Django migrations: about a minute on 2 cores.
+LS_START_TIMEOUT = float(os.getenv("LS_E2E_START_TIMEOUT", 420))
+LS_INSTALL_TIMEOUT = 1800
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: str
+
+    def log(self, tail: int = 6000) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()[-tail:] if tail else f.read()
+
+
+@dataclass
+class LabelStudioServer(Server):
+    token: str
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Token {self.token}"}
+
+    def client(self):
+        from label_studio_sdk import LabelStudio
+
+        return LabelStudio(base_url=self.url, api_key=self.token)
+
+
+def start_logged(args, env, log_path, cwd=None) -> subprocess.Popen:
+    """A child in its own process group (Label Studio and gunicorn fork), output to `log_path`."""
+    log = open(log_path, "w", encoding="utf-8")
+    try:
+        return subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after 20 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def wait_until_up(server: Server, path: str, timeout: float) -> float:
+    """Seconds until `path` answers 200; fails with the server's log if it dies or never does."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if server.process.poll() is not None:
+            pytest.fail(f"{server.url} exited with status {server.process.returncode}:\n{server.log()}")
+        try:
+            if requests.get(server.url + path, timeout=5).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{server.url}{path} did not answer within {timeout:.0f} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def label_studio_venv() -> str:
+    try:
+        done = subprocess.run(["bash", LS_VENV_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=LS_INSTALL_TIMEOUT, env={**os.environ, "PYTHON": sys.executable})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{LS_VENV_SCRIPT} did not finish within {LS_INSTALL_TIMEOUT} s")
+    if done.returncode != 0:
+        pytest.fail(f"{LS_VENV_SCRIPT} failed (PyPI unreachable? run it by hand):\n{done.stderr[-4000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def label_studio(label_studio_venv, tmp_path_factory):
+    """Label Studio on a loopback port with a fresh database, user and legacy token."""
+    root = tmp_path_factory.mktemp("label_studio")
+    port = free_port()
+    token = secrets.token_hex(20)  # legacy tokens are 40 characters
+    env = {
+        "PATH": os.path.join(label_studio_venv, "bin") + os.pathsep + os.environ.get("PATH", ""),
+        "HOME": str(root),
+        "LANG": "C.UTF-8",
+        "LABEL_STUDIO_BASE_DATA_DIR": str(root / "data"),
+        "DJANGO_DB": "sqlite",
+        # What the README tells users who run the backend on the same machine or network.
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
+        # Offline: no PyPI version check on start-up (it blocks without network).
+        "LATEST_VERSION_CHECK": "false",
+        "COLLECT_ANALYTICS": "false",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+    }
+    args = [os.path.join(label_studio_venv, "bin", "label-studio"), "start", "--no-browser",
+            "--internal-host", "127.0.0.1", "--port", str(port),
+            "--username", "e2e@example.com", "--password", secrets.token_urlsafe(16),
+            "--user-token", token, "--enable-legacy-api-token"]
+    process = start_logged(args, env, str(root / "label-studio.log"))
+    server = LabelStudioServer(url=f"http://127.0.0.1:{port}", process=process, log_path=str(root / "label-studio.log"),
+                               token=token)
+    try:
+        took = wait_until_up(server, "/health", LS_START_TIMEOUT)
+        print(f"\nLabel Studio started in {took:.0f} s at {server.url}", file=sys.stderr)
+        response = requests.get(server.url + "/api/current-user/whoami", headers=server.headers, timeout=10)
+        assert response.status_code == 200, f"the legacy token is refused: {response.text}"
+        yield server
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def e2e_model_root(model_root, tmp_path_factory):
+    """A private MODEL_ROOT: the backend writes trained classifiers there. Copies, not links,
+    because MODEL_ROOT refuses links to files outside it."""
+    root = tmp_path_factory.mktemp("e2e_models")
+    for name in os.listdir(model_root):
+        shutil.copy(os.path.join(model_root, name), root / name)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def yolo_backend(label_studio, e2e_model_root, tmp_path_factory):
+    """The YOLO backend as the README starts it (`examples/yolo/start.sh`: gunicorn), pointed at
+    Label Studio with its URL and token."""
+    model_dir = tmp_path_factory.mktemp("e2e_model_dir")
+    port = free_port()
+    env = dict(os.environ)
+    for key in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "MODEL_SCORE_THRESHOLD", "MODEL_VERSION", "LABEL_STUDIO_HOST"):
+        env.pop(key, None)
+    env.update({
+        # the gunicorn of this interpreter
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join(p for p in [REPO_ROOT, env.get("PYTHONPATH", "")] if p),
+        "MODEL_ROOT": e2e_model_root,
+        "MODEL_DIR": str(model_dir),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "PORT": str(port),
+        "LOG_LEVEL": "INFO",
+        # the SDK's media helpers make folders in the user's data and cache dirs
+        "XDG_DATA_HOME": str(model_dir / "xdg-data"),
+        "XDG_CACHE_HOME": str(model_dir / "xdg-cache"),
+    })
+    log_path = str(model_dir / "backend.log")
+    process = start_logged(["bash", os.path.join(YOLO_DIR, "start.sh")], env, log_path)
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        wait_until_up(server, "/health", 60)
+        yield server
+    finally:
+        stop(process)
