@@ -143,13 +143,21 @@ class MLServer:
             if problem:
                 logger.warning("Task skipped: %s", problem)
                 results.append(task_error(version, problem))
+            elif id(task) in queued:
+                results.append([])  # Label Studio stores nothing for it; the worker uploads the prediction
             else:
-                results.append(queued.get(id(task)) or next(it))
-        return jsonify({"results": results})
+                results.append(next(it))
+        body = {"results": results}
+        if queued:
+            body["jobs"] = [{"task": task.get("id"), "job_id": queued[id(task)]} for task in valid if id(task) in queued]
+        return jsonify(body)
 
-    def _enqueue_long_tasks(self, model, tasks: List[dict], params: dict, version: str) -> Dict[int, dict]:
-        """Tasks the model marks as long go to a background job; Label Studio gets an empty result
-        now (never a timeout) and the worker uploads the real prediction later."""
+    def _enqueue_long_tasks(self, model, tasks: List[dict], params: dict, version: str) -> Dict[int, str]:
+        """Tasks the model marks as long go to a background job (`{id(task): job id}`).
+
+        Label Studio gets an empty list for such a task at once (never a timeout): it accepts a
+        list of predictions per task and so stores none now, then the worker uploads the real one.
+        An empty placeholder prediction would stay beside it, with the same model version."""
         queued = {}
         reference = jobs.model_reference(self.model_class)
         for task in tasks:
@@ -160,7 +168,7 @@ class MLServer:
                 job_id=jobs.stable_job_id("predict", model.project_id, task.get("id"), version, model.label_config),
                 description=f"predict task {task.get('id')} of project {model.project_id}",
             )
-            queued[id(task)] = {"result": [], "score": 0, "model_version": version, "job_id": job_id}
+            queued[id(task)] = job_id
         return queued
 
     def _predict_isolated(self, model, tasks: List[dict], context, params, version: str) -> List[dict]:

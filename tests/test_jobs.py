@@ -98,14 +98,17 @@ def test_long_task_is_answered_at_once_and_uploaded_by_the_worker(backend, job_e
     response = predict(backend, [{"id": 1, "data": {"text": "short"}},
                                  {"id": 2, "data": {"text": "long one", "long": True, "seconds": 2}}])
     assert time.monotonic() - started < 1.0
-    short, long = response.json()["results"]
+    body = response.json()
+    short, long = body["results"]
     assert short["result"][0]["value"]["choices"] == ["short"]
-    assert long["result"] == [] and long["score"] == 0 and long["model_version"] == "echo-1"
-    job_id = long["job_id"]
+    assert long == []  # a list of predictions per task: Label Studio stores none for it now
+    (job,) = body["jobs"]
+    assert job["task"] == 2
+    job_id = job["job_id"]
     assert requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "queued"
     # Label Studio asking again does not enqueue the same work twice
     again = predict(backend, [{"id": 2, "data": {"text": "long one", "long": True, "seconds": 2}}]).json()
-    assert again["results"][0]["job_id"] == job_id
+    assert again["jobs"][0]["job_id"] == job_id
 
     status = finish_with_a_worker(backend, job_id, job_env, tmp_path, "w1")
     assert status["result"] == {"uploaded": 1, "errors": {}, "model_version": "echo-1"}
@@ -130,7 +133,7 @@ def test_start_training_is_enqueued_and_fit_runs_on_the_worker(backend, job_env,
 def test_failed_upload_is_retried(backend, job_env, fake_ls, tmp_path):
     _, state = fake_ls
     state["fail_uploads"] = 1
-    job_id = predict(backend, [{"id": 3, "data": {"text": "x", "long": True}}]).json()["results"][0]["job_id"]
+    job_id = predict(backend, [{"id": 3, "data": {"text": "x", "long": True}}]).json()["jobs"][0]["job_id"]
     finish_with_a_worker(backend, job_id, job_env, tmp_path, "w3")
     assert [p["task"] for p in state["predictions"]] == [3]
     assert state["fail_uploads"] == 0
@@ -138,7 +141,7 @@ def test_failed_upload_is_retried(backend, job_env, fake_ls, tmp_path):
 
 def test_worker_killed_mid_job_another_worker_finishes_it(backend, job_env, fake_ls, tmp_path):
     _, state = fake_ls
-    job_id = predict(backend, [{"id": 4, "data": {"text": "slow", "long": True, "seconds": 6}}]).json()["results"][0]["job_id"]
+    job_id = predict(backend, [{"id": 4, "data": {"text": "slow", "long": True, "seconds": 6}}]).json()["jobs"][0]["job_id"]
     first = start_worker(job_env, tmp_path, "dies")
     try:
         wait_until(lambda: requests.get(f"{backend}/jobs/{job_id}").json()["status"] == "started", timeout=30)
@@ -158,8 +161,8 @@ def test_jobs_endpoint_without_background_jobs_is_404(model_dir):
         response = requests.get(base + "/jobs/abc")
         assert response.status_code == 404 and "BACKGROUND_JOBS" in response.json()["detail"]
         # without background jobs, long tasks are predicted synchronously
-        result = predict(base, [{"id": 1, "data": {"text": "x", "long": True}}]).json()["results"][0]
-        assert result["result"] and "job_id" not in result
+        body = predict(base, [{"id": 1, "data": {"text": "x", "long": True}}]).json()
+        assert body["results"][0]["result"] and "jobs" not in body
 
 
 @pytest.mark.parametrize("path", ["docker-compose.yml", "examples/yolo/docker-compose.yml"])

@@ -37,13 +37,14 @@ def test_long_video_is_answered_at_once_and_uploaded_by_a_worker(redis_url, tmp_
         with served_backend(env, log_path=str(tmp_path / "server.log")) as (base, _):
             predict(base, [{"id": 0, "data": {"video": short_path}}], CONFIG)  # loads the model
             started = time.monotonic()
-            (long,) = predict(base, [{"id": 1, "data": {"video": path}}], CONFIG).json()["results"]
+            body = predict(base, [{"id": 1, "data": {"video": path}}], CONFIG).json()
             assert time.monotonic() - started < 1.0, "a long video must not keep Label Studio waiting"
-            assert long["result"] == [] and long["model_version"] == "yolo" and "job_id" in long
+            assert body["results"] == [[]]
+            job_id = body["jobs"][0]["job_id"]
             mixed = predict(base, [{"id": 1, "data": {"video": path}}, {"id": 2, "data": {"video": short_path}}], CONFIG)
             again, short = mixed.json()["results"]
-            assert again["job_id"] == long["job_id"], "asking again does not enqueue the same work twice"
-            assert short["result"] and "job_id" not in short  # 20 frames: predicted in the request
+            assert again == [] and mixed.json()["jobs"] == [{"task": 1, "job_id": job_id}], "no second job for the same work"
+            assert short["result"] and short["model_version"] == "yolo"  # 20 frames: predicted in the request
 
             worker_env = dict(os.environ, **env, PYTHONPATH=REPO_ROOT)
             with open(tmp_path / "worker.log", "wb") as log:
@@ -51,7 +52,7 @@ def test_long_video_is_answered_at_once_and_uploaded_by_a_worker(redis_url, tmp_
                                            "--with-scheduler", "--burst", "label-studio-ml"],
                                           cwd=YOLO_DIR, env=worker_env, stdout=log, stderr=subprocess.STDOUT)
                 assert worker.wait(180) == 0
-            status = requests.get(f"{base}/jobs/{long['job_id']}").json()
+            status = requests.get(f"{base}/jobs/{job_id}").json()
     assert status["status"] == "finished", status
     assert status["result"]["uploaded"] == 1
     (uploaded,) = app.config["state"]["predictions"]
