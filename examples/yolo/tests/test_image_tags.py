@@ -368,3 +368,50 @@ def test_config_without_servable_tag_lists_supported_tags(yolo_server):
     response = predict(yolo_server, config, [{"id": 1, "data": {"text": "hello"}}])
     assert response.status_code == 400
     assert "RectangleLabels" in response.json()["detail"] and "KeyPointLabels" in response.json()["detail"]
+
+
+# ----- the real COCO pose model ------------------------------------------------------------------
+
+COCO_KEYPOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle"]
+
+
+def ultralytics_asset(name):
+    import ultralytics
+
+    return os.path.join(os.path.dirname(ultralytics.__file__), "assets", name)
+
+
+def test_real_pose_model_groups_each_persons_keypoints_under_a_hidden_box(yolo_server):
+    labels = "".join(f'<Label value="{n}" predicted_values="person" model_index="{i}"/>'
+                     for i, n in enumerate(COCO_KEYPOINTS))
+    config = image_config(f'<KeyPointLabels name="kp" toName="image" model_path="yolo11n-pose.pt" '
+                          f'model_score_threshold="0.5" model_point_threshold="0.5">{labels}</KeyPointLabels>')
+    tasks = [{"id": 1, "data": {"image": ultralytics_asset("bus.jpg")}},
+             {"id": 2, "data": {"image": ultralytics_asset("zidane.jpg")}}]
+    for prediction, min_people in zip(results_of(predict(yolo_server, config, tasks)), (3, 2)):
+        boxes = {r["id"]: r for r in prediction["result"] if r["type"] == "rectanglelabels"}
+        points = [r for r in prediction["result"] if r["type"] == "keypointlabels"]
+        assert len(boxes) >= min_people
+        assert all(b["hidden"] and b["value"]["rectanglelabels"] == ["person"] for b in boxes.values())
+        for box_id, box in boxes.items():
+            own = [p for p in points if p["parentID"] == box_id]
+            assert len(own) >= 5, (box_id, len(own))  # a visible person shows most of its 17 keypoints
+            v = box["value"]
+            margin = 5  # percent: keypoints lie in (or at the edge of) their person's box
+            for p in own:
+                assert v["x"] - margin <= p["value"]["x"] <= v["x"] + v["width"] + margin
+                assert v["y"] - margin <= p["value"]["y"] <= v["y"] + v["height"] + margin
+        assert {p["parentID"] for p in points} == set(boxes)
+
+
+def test_rectangle_labels_with_the_pose_model_finds_the_people(yolo_server):
+    config = image_config('<RectangleLabels name="people" toName="image" model_path="yolo11n-pose.pt">'
+                          '<Label value="Person" predicted_values="person"/></RectangleLabels>')
+    (prediction,) = results_of(predict(yolo_server, config, [{"id": 1, "data": {"image": ultralytics_asset("zidane.jpg")}}]))
+    boxes = [r for r in prediction["result"] if r["value"]["rectanglelabels"] == ["Person"]]
+    assert len(boxes) >= 2
+    # zidane.jpg: two men standing side by side, left one around x 10-55%, right one around 55-90%
+    centers = sorted(b["value"]["x"] + b["value"]["width"] / 2 for b in boxes)
+    assert centers[0] < 50 < centers[-1]
