@@ -2,6 +2,7 @@
 
 import os
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -30,7 +31,12 @@ def _root_cause(exc: Exception) -> str:
 
 
 def load_image(path: str) -> np.ndarray:
-    """BGR uint8 array of the image at `path`, EXIF orientation applied (as browsers display it)."""
+    """BGR uint8 array of the image at `path`, EXIF orientation applied (as browsers display it).
+
+    PIL reads only the header (size check before any decoding); OpenCV decodes, several times
+    faster than PIL for JPEG and PNG, applying the EXIF orientation itself. Formats OpenCV cannot
+    read (GIF, ...) are decoded by PIL.
+    """
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -39,10 +45,12 @@ def load_image(path: str) -> np.ndarray:
                     f"Image {os.path.basename(path)} is {width}x{height} = {width * height} pixels, above "
                     f"MAX_IMAGE_PIXELS={max_pixels()}"
                 )
-            image = ImageOps.exif_transpose(image)
-            rgb = np.asarray(image.convert("RGB"))
+            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+            if bgr is None:
+                rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+                bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     except MLBackendError:
         raise
     except Exception as exc:  # PIL and its plugins raise many kinds for a broken file
         raise UnreadableImage(f"Cannot decode image {os.path.basename(path)}: {_root_cause(exc)}") from exc
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return bgr
