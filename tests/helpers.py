@@ -1,7 +1,6 @@
 """Test helpers shared by the SDK and YOLO suites: loopback ports, real HTTP servers."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -1,7 +1,5 @@
 """Model classes used by the SDK tests (importable by child server processes too)."""
 
-import json
-import threading
 import time
 
 from label_studio_ml.api import init_app

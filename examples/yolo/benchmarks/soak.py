@@ -16,7 +16,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 
 import synthetic  # noqa: E402
 from load import YOLO_DIR, predict, process_tree_rss, served_backend  # noqa: E402

@@ -1,7 +1,6 @@
 """Fixtures of the YOLO suite: a MODEL_ROOT with the test weights, a served YOLO backend."""
 
 import os
-import shutil
 
 import pytest
 

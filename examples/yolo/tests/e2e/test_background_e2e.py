@@ -2,7 +2,6 @@
 at once (Label Studio stores nothing for it), a real `rq worker` predicts it and uploads the
 prediction to Label Studio through the SDK, where it then appears like any other."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,18 +13,11 @@ import requests
 import synthetic
 import synthetic_video
 from checks import VERSION, labels
-from helpers import REPO_ROOT, free_port
 from ls_api import backend_errors, backend_requests, connect_model, create_project, retrieve_predictions, tasks_of, \
     upload_files
+from servers import YOLO_DIR, start_logged, stop, yolo_backend_process
 
 pytestmark = pytest.mark.e2e
-
-# The helpers of this folder's conftest.py, loaded under their own name ("conftest" is ambiguous:
-# the repository has several).
-_spec = importlib.util.spec_from_file_location("yolo_e2e_conftest_helpers",
-                                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py"))
-_e2e = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_e2e)
 
 CONFIG = ('<View><Video name="video" value="$video"/>'
           '<VideoRectangle name="box" toName="video" model_path="shapes-det.pt"/>'
@@ -43,35 +35,9 @@ def background_backend(label_studio, e2e_model_root, redis_url, tmp_path):
     redis.Redis.from_url(redis_url).flushdb()
     model_dir = tmp_path / "bg_model_dir"
     model_dir.mkdir()
-    port = free_port()
-    env = dict(os.environ)
-    for key in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "MODEL_SCORE_THRESHOLD", "MODEL_VERSION", "LABEL_STUDIO_HOST",
-                "JOBS_QUEUE", "JOB_RETRIES"):
-        env.pop(key, None)
-    env.update({
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
-        "PYTHONPATH": os.pathsep.join(p for p in [REPO_ROOT, env.get("PYTHONPATH", "")] if p),
-        "MODEL_ROOT": e2e_model_root,
-        "MODEL_DIR": str(model_dir),
-        "LABEL_STUDIO_URL": label_studio.url,
-        "LABEL_STUDIO_API_KEY": label_studio.token,
-        "PORT": str(port),
-        "LOG_LEVEL": "INFO",
-        "XDG_DATA_HOME": str(model_dir / "xdg-data"),
-        "XDG_CACHE_HOME": str(model_dir / "xdg-cache"),
-        "BACKGROUND_JOBS": "true",
-        "REDIS_URL": redis_url,
-        "CACHE_TYPE": "redis",
-        "BACKGROUND_MIN_FRAMES": str(MIN_FRAMES),
-    })
-    log_path = str(model_dir / "backend.log")
-    process = _e2e.start_logged(["bash", os.path.join(_e2e.YOLO_DIR, "start.sh")], env, log_path)
-    server = _e2e.Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    try:
-        _e2e.wait_until_up(server, "/health", 60)
-        yield server, env
-    finally:
-        _e2e.stop(process)
+    with yolo_backend_process(label_studio, e2e_model_root, model_dir, BACKGROUND_JOBS="true", REDIS_URL=redis_url,
+                              CACHE_TYPE="redis", BACKGROUND_MIN_FRAMES=MIN_FRAMES) as served:
+        yield served
 
 
 def run_burst_worker(env: dict, redis_url: str, log_path: str, timeout: float = 180) -> int:
@@ -79,14 +45,14 @@ def run_burst_worker(env: dict, redis_url: str, log_path: str, timeout: float = 
     workers: runs the queued jobs, then exits. Returns its exit status."""
     rq = os.path.join(os.path.dirname(sys.executable), "rq")
     command = [rq] if os.path.isfile(rq) else [sys.executable, "-m", "rq.cli"]
-    process = _e2e.start_logged(command + ["worker", "--url", redis_url, "--with-scheduler", "--burst", QUEUE],
-                                env, log_path, cwd=_e2e.YOLO_DIR)
+    process = start_logged(command + ["worker", "--url", redis_url, "--with-scheduler", "--burst", QUEUE],
+                                env, log_path, cwd=YOLO_DIR)
     try:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the burst worker did not exit within {timeout:.0f} s")
     finally:
-        _e2e.stop(process)
+        stop(process)
 
 
 def retrieve_predictions_of(ls, project_id, task_ids):
