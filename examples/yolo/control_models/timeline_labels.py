@@ -65,19 +65,22 @@ def classify_linear(loaded: LoadedModel):
 def penultimate_features(loaded: LoadedModel, frames: List[np.ndarray]) -> np.ndarray:
     """(frames x D) inputs of the classification head's final Linear, captured by a forward pre-hook.
 
-    The hook lives only for this call and under the model's inference lock, so no other request's
+    The hook lives only for this call, on the device's inference thread, so no other request's
     frames end up in the capture.
     """
     captured: List[np.ndarray] = []
-    with loaded.lock:
-        if loaded.model.predictor is None:
-            loaded.model.predict(frames[:1], device=loaded.device, verbose=False)
+
+    def capture(model):
+        if model.predictor is None:
+            model.predict(frames[:1], device=loaded.device, verbose=False)
         handle = classify_linear(loaded).register_forward_pre_hook(
             lambda module, inputs: captured.append(inputs[0].detach().float().cpu().numpy()))
         try:
-            loaded.model.predict(frames, device=loaded.device, verbose=False)
+            model.predict(frames, device=loaded.device, verbose=False)
         finally:
             handle.remove()
+
+    loaded.run(capture)
     features = np.concatenate(captured) if captured else np.zeros((0, 0), np.float32)
     if len(features) != len(frames):
         raise RuntimeError(f"{loaded.name}: captured {len(features)} feature vectors for {len(frames)} frames")

@@ -3,14 +3,17 @@
 - Paths: a `model_path` is a file name under `MODEL_ROOT`; it can never leave that directory.
 - Loading: lazily, once per (file, device), under a per-file lock so concurrent first requests
   load it once; other models stay usable meanwhile.
-- Inference: Ultralytics predictors keep per-call state and are not thread-safe, so each loaded
-  model serialises its own calls; different models run in parallel.
+- Inference: Ultralytics predictors keep per-call state and are not thread-safe, and PyTorch on
+  a CPU runs best from one thread (each calling thread gets its own OpenMP pool, and idle pools
+  spin against the busy one). So every model call runs on one inference thread per device:
+  request threads hand their batches over and wait.
 """
 
 import logging
 import os
 import threading
-from typing import Dict, List, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional
 
 from label_studio_ml.exceptions import FailedDependency, LabelConfigError
 from label_studio_ml.utils import env_int
@@ -86,8 +89,20 @@ def batch_size() -> int:
     return max(1, env_int("YOLO_BATCH_SIZE", 8))
 
 
+_executors: Dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def inference_thread(device: str) -> ThreadPoolExecutor:
+    """The single thread that runs every model call on `device` (created on first use)."""
+    with _executors_lock:
+        if device not in _executors:
+            _executors[device] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inference-{device}")
+        return _executors[device]
+
+
 class LoadedModel:
-    """One Ultralytics model on one device, with the lock that serialises its inference."""
+    """One Ultralytics model on one device; its calls run on the device's inference thread."""
 
     def __init__(self, path: str, device: str):
         from ultralytics import YOLO as UltralyticsYOLO
@@ -108,7 +123,6 @@ class LoadedModel:
         self.device = device
         self.task = self.model.task
         self.names: Dict[int, str] = dict(self.model.names)
-        self.lock = threading.Lock()
         logger.info("Loaded %s (task %s) on %s; class names: %s", self.name, self.task, device,
                     list(self.names.values()))
 
@@ -122,16 +136,24 @@ class LoadedModel:
         by_shape: Dict[tuple, List[int]] = {}
         for index, image in enumerate(images):
             by_shape.setdefault(getattr(image, "shape", None), []).append(index)
-        results: list = [None] * len(images)
         size = batch_size()
-        with self.lock:
+
+        def work(model) -> list:
+            results: list = [None] * len(images)
             for indices in by_shape.values():
                 for start in range(0, len(indices), size):
                     chunk = indices[start:start + size]
-                    outputs = self.model.predict([images[i] for i in chunk], device=self.device, verbose=False, **kwargs)
+                    outputs = model.predict([images[i] for i in chunk], device=self.device, verbose=False, **kwargs)
                     for i, output in zip(chunk, outputs):
                         results[i] = output
-        return results
+            return results
+
+        return self.run(work)
+
+    def run(self, work: Callable):
+        """`work(ultralytics_model)` on the device's inference thread; its result or its exception.
+        `work` must not call `run` itself (one thread: it would wait for itself)."""
+        return inference_thread(self.device).submit(work, self.model).result()
 
 
 class ModelRegistry:
