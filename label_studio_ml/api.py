@@ -145,8 +145,8 @@ class MLServer:
                 results.append(task_error(version, problem))
             elif id(task) in queued:
                 results.append([])  # Label Studio stores nothing for it; the worker uploads the prediction
-            else:
-                results.append(next(it))
+            else:  # a model returning too few predictions must not cost the others theirs
+                results.append(next(it, None) or task_error(version, "the model returned no prediction for this task"))
         body = {"results": results}
         if queued:
             body["jobs"] = [{"task": task.get("id"), "job_id": queued[id(task)]} for task in valid if id(task) in queued]

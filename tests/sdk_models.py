@@ -39,6 +39,13 @@ class EchoModel(LabelStudioMLBase):
         return {"event": event, "fit_count": count, "keys": sorted(data)}
 
 
+class ShortModel(LabelStudioMLBase):
+    """Forgets the last task of every batch."""
+
+    def predict(self, tasks, context=None, **kwargs):
+        return [{"result": []} for _ in tasks[:-1]]
+
+
 class NoScoreModel(LabelStudioMLBase):
     """Returns predictions without version or score: the server must fill both."""
 

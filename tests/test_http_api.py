@@ -10,7 +10,7 @@ import requests
 
 from helpers import WIRE_SAMPLES, serve_in_thread
 from label_studio_ml.api import init_app
-from sdk_models import EchoModel, NoScoreModel
+from sdk_models import EchoModel, NoScoreModel, ShortModel
 
 CONFIG = '<View><Text name="text" value="$text"/><Choices name="label" toName="text"><Choice value="a"/></Choices></View>'
 
@@ -60,6 +60,13 @@ def test_predict_fills_missing_version_and_numeric_score(model_dir):
         result = predict(base, [{"data": {"text": "x"}}]).json()["results"][0]
     assert result["model_version"] == "0.0.1"
     assert result["score"] == pytest.approx(0.3)
+
+
+def test_too_few_predictions_still_answer_one_per_task(model_dir):
+    with serve_in_thread(init_app(ShortModel)) as base:
+        results = predict(base, [{"id": 1, "data": {"text": "a"}}, {"id": 2, "data": {"text": "b"}}]).json()["results"]
+    assert len(results) == 2
+    assert "error" not in results[0] and "no prediction" in results[1]["error"]
 
 
 def test_context_and_params_reach_predict(server):
