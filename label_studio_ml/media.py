@@ -107,6 +107,7 @@ class _BoundedSession(requests.Session):
     def __init__(self):
         super().__init__()
         self.refusals = set()  # 401/403 answers seen
+        self.downloaded = False  # a cache hit sends no request
 
     @property
     def unauthorized(self) -> bool:
@@ -115,6 +116,7 @@ class _BoundedSession(requests.Session):
     def request(self, method, url, **kwargs):
         kwargs.setdefault("timeout", _timeout())
         response = super().request(method, url, **kwargs)
+        self.downloaded = self.downloaded or response.ok
         if response.status_code in (401, 403):
             self.refusals.add(response.status_code)
         limit = env_int("MEDIA_MAX_BYTES", 512 * 1024 * 1024)
@@ -236,8 +238,8 @@ def get_local_path(
     except Exception as exc:  # the SDK raises ValueError or bare Exception (cloud URI without task id...)
         raise FailedDependency(f"Cannot resolve {url}: {exc}") from exc
 
-    max_mb = env_int("MEDIA_CACHE_MAX_MB", 2048)
-    if path.startswith(os.path.abspath(cache_dir)) or path.startswith(cache_dir):
+    if session.downloaded:  # only a new file can push the cache over its bound
+        max_mb = env_int("MEDIA_CACHE_MAX_MB", 2048)
         prune_media_cache(cache_dir, max_mb * 1024 * 1024)
         if not os.path.exists(path):  # pruned right away: the cache is smaller than this one file
             raise PayloadTooLarge(f"{url} does not fit in MEDIA_CACHE_MAX_MB={max_mb}")

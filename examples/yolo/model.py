@@ -59,6 +59,7 @@ class YOLO(LabelStudioMLBase):
 
     def setup(self):
         self.set("model_version", os.getenv("MODEL_VERSION", "yolo"))
+        self._video_keys = None
 
     @classmethod
     def backend_status(cls) -> dict:
@@ -67,9 +68,11 @@ class YOLO(LabelStudioMLBase):
     def runs_in_background(self, task: dict) -> bool:
         """With `BACKGROUND_JOBS` on: a task whose video has more than `BACKGROUND_MIN_FRAMES`
         frames (default 1800, a minute at 30 fps) is predicted by an RQ worker, not in the request."""
-        video_keys = {c.value for c in control_models_for(self.label_interface, strict=False) if c.annotates_video}
+        if self._video_keys is None:  # asked once per task: look at the config once per request
+            self._video_keys = {c.value for c in control_models_for(self.label_interface, strict=False)
+                                if c.annotates_video}
         limit = env_int("BACKGROUND_MIN_FRAMES", 1800)
-        for key in video_keys:
+        for key in self._video_keys:
             try:
                 with VideoFrames(TaskMedia(self, [task]).local_path(0, key)) as video:
                     if video.header_frames > limit:
