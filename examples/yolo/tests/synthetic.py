@@ -326,6 +326,21 @@ def _n_objects(rng: np.random.Generator, max_objects: int) -> int:
 # --------------------------------------------------------------------------- #
 # Scene generators
 # --------------------------------------------------------------------------- #
+def _place_and_draw(rng: np.random.Generator, img: np.ndarray, specs) -> List[dict]:
+    """Place `(label, size, angle)` shapes without overlap and draw them; shapes that find no
+    room are left out. Returns `{"label", "polygon", "center", "size", "angle_deg"}` per shape."""
+    height, width = img.shape[:2]
+    centers = _place(rng, [_bounding_radius(l, s) for l, s, _ in specs], width, height)
+    objects = []
+    for (label, size, angle), c in zip(specs, centers):
+        if c is None:
+            continue
+        poly = draw_shape(img, label, c, size, angle, color=_jitter_color(rng, COLORS[label]))
+        objects.append({"label": label, "polygon": poly, "center": (float(c[0]), float(c[1])), "size": size,
+                        "angle_deg": angle})
+    return objects
+
+
 def _shape_scene(
     seed: int,
     width: int,
@@ -349,21 +364,9 @@ def _shape_scene(
             size = extent
         angle = float(rng.uniform(0, 360)) if label != "circle" else 0.0
         specs.append((label, size, angle))
-    centers = _place(rng, [_bounding_radius(l, s) for l, s, _ in specs], width, height)
-    objects = []
-    for (label, size, angle), c in zip(specs, centers):
-        if c is None:
-            continue
-        poly = draw_shape(img, label, c, size, angle, color=_jitter_color(rng, COLORS[label]))
-        objects.append(
-            {
-                "label": label,
-                "polygon": poly,
-                "center": (float(c[0]), float(c[1])),
-                "size": float(size),
-                "angle_deg": angle,
-            }
-        )
+    objects = _place_and_draw(rng, img, specs)
+    for o in objects:
+        o["size"] = float(o["size"])
     return img, objects
 
 
@@ -423,23 +426,10 @@ def obb_scene(
         h = w / rng.uniform(2.2, 3.0)
         angle = float(rng.uniform(0.0, 180.0))
         specs.append((label, (float(w), float(h)), angle))
-    centers = _place(rng, [_bounding_radius(l, s) for l, s, _ in specs], width, height)
-    objects = []
-    for (label, size, angle), c in zip(specs, centers):
-        if c is None:
-            continue
-        poly = draw_shape(img, label, c, size, angle, color=_jitter_color(rng, COLORS[label]))
-        objects.append(
-            {
-                "label": label,
-                "center": (float(c[0]), float(c[1])),
-                "size": size,
-                "angle_deg": angle,
-                "corners": obb_corners(c, size, angle),
-                "polygon": poly,
-                "xyxy": _xyxy(poly, width, height),
-            }
-        )
+    objects = _place_and_draw(rng, img, specs)
+    for o in objects:
+        o["corners"] = obb_corners(o["center"], o["size"], o["angle_deg"])
+        o["xyxy"] = _xyxy(o["polygon"], width, height)
     return img, objects
 
 
