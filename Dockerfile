@@ -21,7 +21,7 @@ COPY label_studio_ml ./label_studio_ml
 COPY examples/yolo/requirements-base.txt examples/yolo/requirements.txt /tmp/
 RUN pip install -e . -r /tmp/requirements-base.txt -r /tmp/requirements.txt \
     && (pip uninstall -y opencv-python || true) \
-    && python -c "import cv2, label_studio_ml, ultralytics"
+    && python -c "import cv2, label_studio_ml, onnxruntime, ultralytics"
 
 WORKDIR /app
 COPY examples/yolo /app

@@ -2,11 +2,14 @@
 
     python examples/yolo/benchmarks/benchmark.py [--weights yolo11n-pose.pt] [--images 16]
 
-Floor: Ultralytics `predict` in-process, one image at a time. Then our `/predict` over HTTP
-(gunicorn as started by start.sh): sequential one task per request; requests of 8 tasks;
-4 concurrent clients. Each mode is warmed up once, then timed `--rounds` times (median). Prints
-milliseconds per image and the ratios against the floor. The HTTP client runs on the same
-machine, so on a small CPU it takes a share of the cores the floor has to itself.
+Floor: Ultralytics `predict` of the PyTorch weights in-process, one image at a time. Then our
+`/predict` over HTTP (gunicorn as started by start.sh): sequential one task per request; requests
+of 8 tasks; 4 concurrent clients. Each mode is warmed up once, then timed `--rounds` times
+(median). Prints milliseconds per image and the ratios against the floor. When the server runs the
+ONNX export (`YOLO_RUNTIME`, by default on a CPU), raw Ultralytics `predict` of that export is
+printed as a second reference, with the ratios against it: they show what HTTP, media reading and
+batching add or save on top of the engine. The HTTP client runs on the same machine, so on a small
+CPU it takes a share of the cores the floors have to themselves.
 """
 
 import argparse
@@ -20,8 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, os.path.dirname(HERE))
 
+import requests  # noqa: E402
 from load import predict, served_backend  # noqa: E402
+from utils.models import LoadedModel  # noqa: E402
+from utils.runtimes import choose_runtime  # noqa: E402
 from yolo_helpers import fetch_pose_model  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
@@ -54,11 +61,14 @@ def per_image(run, images: int, rounds: int) -> float:
     return statistics.median(timings)
 
 
-def raw_seconds_per_image(weights: str, paths: list, device: str, rounds: int) -> float:
-    from ultralytics import YOLO
-
-    model = YOLO(weights)
+def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, rounds: int) -> float:
+    """The floor: the plain Ultralytics model (PyTorch, or the ONNX export as the server loads it)."""
+    model = LoadedModel(weights, device, runtime).model
     return per_image(lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths], len(paths), rounds)
+
+
+def ratios(seconds: float, floors: list) -> str:
+    return "  ".join(f"{name} {seconds / floor:.3f}" for name, floor in floors)
 
 
 def main(argv=None) -> int:
@@ -68,6 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--device", default=os.getenv("DEVICE", "cpu"))
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per mode (median reported)")
+    parser.add_argument("--runtime", default=os.getenv("YOLO_RUNTIME", "auto"), help="YOLO_RUNTIME of the server")
     args = parser.parse_args(argv)
 
     weights = os.path.abspath(args.weights or fetch_pose_model())
@@ -79,8 +90,13 @@ def main(argv=None) -> int:
         config = CONFIG.format(weights=os.path.basename(weights))
         tasks = [{"id": i, "data": {"image": p}} for i, p in enumerate(paths)]
 
-        raw = raw_seconds_per_image(weights, paths, args.device, args.rounds)
-        env = {"MODEL_ROOT": root, "MODEL_DIR": os.path.join(tmp, "model_dir"), "DEVICE": args.device,
+        model_dir = os.path.join(tmp, "model_dir")
+        os.environ["MODEL_DIR"] = model_dir  # where the ONNX export is cached, for the server too
+        served_weights = os.path.join(root, os.path.basename(weights))
+        runtime = choose_runtime(served_weights, args.device, args.runtime)
+        floors = [(name, raw_seconds_per_image(served_weights, name, paths, args.device, args.rounds))
+                  for name in dict.fromkeys([choose_runtime(served_weights, args.device, "torch"), runtime])]
+        env = {"MODEL_ROOT": root, "MODEL_DIR": model_dir, "DEVICE": args.device, "YOLO_RUNTIME": args.runtime,
                "PREDICT_CONCURRENCY": str(args.clients)}
         with served_backend(env, workers=1, threads=args.clients, log_path=os.path.join(tmp, "server.log")) as (base, _):
 
@@ -99,13 +115,16 @@ def main(argv=None) -> int:
 
             sequential_s, batched_s, concurrent_s = (
                 per_image(mode, len(tasks), args.rounds) for mode in (sequential, batched, concurrent))
+            served = requests.get(base + "/health", timeout=10).json()["loaded_models"]
 
-    print(f"weights: {os.path.basename(weights)}, device: {args.device}, images: {len(paths)}")
-    print(f"raw Ultralytics predict, one image per call: {raw * 1000:8.1f} ms/image")
-    print(f"/predict sequential, 1 task per request:     {sequential_s * 1000:8.1f} ms/image  ratio {sequential_s / raw:.3f}")
-    print(f"/predict 8 tasks per request:                {batched_s * 1000:8.1f} ms/image  ratio {batched_s / raw:.3f}")
-    print(f"/predict {args.clients} concurrent clients:                {concurrent_s * 1000:8.1f} ms/image  "
-          f"capacity {raw / concurrent_s:.3f} of raw")
+    print(f"weights: {os.path.basename(weights)}, device: {args.device}, images: {len(paths)}, served as: {served}")
+    for name, floor in floors:
+        print(f"raw Ultralytics predict ({name}), one image per call: {floor * 1000:8.1f} ms/image")
+    print("ratios against each raw floor (per image; for clients: raw time / served time, i.e. capacity):")
+    print(f"/predict sequential, 1 task per request: {sequential_s * 1000:8.1f} ms/image  {ratios(sequential_s, floors)}")
+    print(f"/predict 8 tasks per request:            {batched_s * 1000:8.1f} ms/image  {ratios(batched_s, floors)}")
+    capacity = "  ".join(f"{name} {floor / concurrent_s:.3f}" for name, floor in floors)
+    print(f"/predict {args.clients} concurrent clients:            {concurrent_s * 1000:8.1f} ms/image  capacity {capacity}")
     return 0
 
 

@@ -30,6 +30,7 @@ class ControlModel:
     object_types = ("Image",)           # object tags it can annotate
     ultralytics_tasks = ("detect",)     # model tasks whose output it understands
     default_model = "yolov8m.pt"
+    needs_pytorch = False               # True when it reaches into the PyTorch network itself
 
     def __init__(self, control, object_tag, label_interface):
         self.control = control
@@ -89,7 +90,7 @@ class ControlModel:
     @property
     def model(self) -> LoadedModel:
         if self._model is None:
-            model = registry.get(self.model_path)
+            model = registry.get(self.model_path, pytorch=self.needs_pytorch)
             if model.task not in self.ultralytics_tasks:
                 raise LabelConfigError(
                     f"<{self.control_type} name=\"{self.from_name}\"> needs a {'/'.join(self.ultralytics_tasks)} "

@@ -116,6 +116,7 @@ class TimelineLabelsModel(ControlModel):
 
 class TrainableTimelineLabelsModel(TimelineLabelsModel):
     trainable = True
+    needs_pytorch = True  # its features are captured inside the PyTorch network
     # One classifier file is trained by one thread at a time (per process).
     _file_locks: Dict[str, threading.Lock] = {}
     _file_locks_guard = threading.Lock()

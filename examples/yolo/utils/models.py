@@ -3,6 +3,7 @@
 - Paths: a `model_path` is a file name under `MODEL_ROOT`; it can never leave that directory.
 - Loading: lazily, once per (file, device), under a per-file lock so concurrent first requests
   load it once; other models stay usable meanwhile.
+- Runtime: PyTorch, or on a CPU by default ONNX Runtime on a cached export (runtimes.py).
 - Inference: Ultralytics predictors keep per-call state and are not thread-safe, and PyTorch on
   a CPU runs best from one thread (each calling thread gets its own OpenMP pool, and idle pools
   spin against the busy one). So every model call runs on one inference thread per device:
@@ -17,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 
 from label_studio_ml.exceptions import FailedDependency, LabelConfigError
 from label_studio_ml.utils import env_int
+from utils.runtimes import choose_runtime, onnx_export
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +104,27 @@ def inference_thread(device: str) -> ThreadPoolExecutor:
 
 
 class LoadedModel:
-    """One Ultralytics model on one device; its calls run on the device's inference thread."""
+    """One Ultralytics model on one device, run by PyTorch or by ONNX Runtime (see runtimes.py);
+    its calls run on the device's inference thread."""
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, path: str, device: str, runtime: str = "torch"):
+        weights = self._load_weights(path)
+        self.path = path
+        self.name = os.path.basename(path)
+        self.device = device
+        self.task = weights.task
+        self.names: Dict[int, str] = dict(weights.names)
+        self.runtime, self.model = self._for_runtime(weights, runtime)
+        logger.info("Loaded %s (task %s) on %s with %s; class names: %s", self.name, self.task, device,
+                    self.runtime, list(self.names.values()))
+
+    @staticmethod
+    def _load_weights(path: str):
         from ultralytics import YOLO as UltralyticsYOLO
 
         existed = os.path.isfile(path)
         try:
-            self.model = UltralyticsYOLO(path)
+            return UltralyticsYOLO(path)
         except Exception as exc:
             if not existed:
                 raise FailedDependency(
@@ -118,13 +133,25 @@ class LoadedModel:
                     "or set model_path to a file that is there."
                 ) from exc
             raise LabelConfigError(f"Cannot load model {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
-        self.path = path
-        self.name = os.path.basename(path)
-        self.device = device
-        self.task = self.model.task
-        self.names: Dict[int, str] = dict(self.model.names)
-        logger.info("Loaded %s (task %s) on %s; class names: %s", self.name, self.task, device,
-                    list(self.names.values()))
+
+    def _for_runtime(self, weights, runtime: str) -> tuple:
+        """(runtime name, Ultralytics model that runs it): the loaded weights themselves, or their
+        ONNX export; the weights (PyTorch) when the export fails."""
+        if runtime != "onnx":
+            return runtime, weights
+        from ultralytics import YOLO as UltralyticsYOLO
+
+        try:
+            exported = UltralyticsYOLO(onnx_export(self.path), task=self.task)
+        except Exception as exc:
+            logger.warning("%s: ONNX export failed (%s: %s); PyTorch serves it instead", self.name,
+                           type(exc).__name__, exc)
+            return "torch", weights
+        # PyTorch weights predict at the image size they were trained at; a dynamic export would
+        # otherwise use Ultralytics' default of 640.
+        if "imgsz" in weights.overrides:
+            exported.overrides["imgsz"] = weights.overrides["imgsz"]
+        return "onnx", exported
 
     def predict(self, images: list, **kwargs) -> list:
         """Ultralytics `predict` over `images` (arrays), in chunks of `YOLO_BATCH_SIZE`.
@@ -157,15 +184,18 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    """Process-wide cache of loaded models, keyed by (path, device)."""
+    """Process-wide cache of loaded models, keyed by (path, device, runtime)."""
 
     def __init__(self):
         self._models: Dict[tuple, LoadedModel] = {}
         self._locks: Dict[tuple, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, path: str, device: Optional[str] = None) -> LoadedModel:
-        key = (path, device or select_device())
+    def get(self, path: str, device: Optional[str] = None, pytorch: bool = False) -> LoadedModel:
+        """The model at `path` on `device` (default `select_device()`), in the runtime chosen for it;
+        `pytorch=True` for callers that reach into the PyTorch network itself."""
+        device = device or select_device()
+        key = (path, device, "torch" if pytorch else choose_runtime(path, device))
         model = self._models.get(key)
         if model is not None:
             return model
@@ -179,7 +209,7 @@ class ModelRegistry:
         return model
 
     def loaded(self) -> List[str]:
-        return sorted(f"{m.name}@{m.device}" for m in list(self._models.values()))
+        return sorted(f"{m.name}@{m.device}/{m.runtime}" for m in list(self._models.values()))
 
 
 registry = ModelRegistry()

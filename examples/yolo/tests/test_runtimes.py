@@ -1,0 +1,127 @@
+"""ONNX Runtime on a cached export serves the same answers as PyTorch, and falls back to it."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+import synthetic
+from label_studio_ml.exceptions import MLBackendError
+from utils.models import LoadedModel, registry
+from utils.runtimes import choose_runtime, exports_dir
+from yolo_helpers import mask_iou
+
+SEEDS = [synthetic.HELDOUT_SEED_START + 40 + i for i in range(4)]
+
+
+def scenes(scene_fn):
+    """Three scenes of one size (one batch, rectangular letterbox) and one of another size."""
+    images = [scene_fn(seed)[0] for seed in SEEDS[:3]]
+    images.append(scene_fn(SEEDS[3], width=240, height=300)[0])
+    return images
+
+
+def classification_images():
+    return [synthetic.classification_image(seed)[0] for seed in SEEDS]
+
+
+def by_confidence(data: np.ndarray, conf_column: int) -> np.ndarray:
+    return data[np.argsort(-data[:, conf_column])]
+
+
+def assert_same_detections(torch_result, onnx_result, attribute: str):
+    a = by_confidence(getattr(torch_result, attribute).data.cpu().numpy(), -2)
+    b = by_confidence(getattr(onnx_result, attribute).data.cpu().numpy(), -2)
+    assert len(a) > 0, "the scene should have detections"
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b[:, :-2], a[:, :-2], atol=0.5)   # coordinates, pixels
+    np.testing.assert_allclose(b[:, -2], a[:, -2], atol=0.01)    # confidences
+    np.testing.assert_array_equal(b[:, -1], a[:, -1])            # classes
+
+
+@pytest.mark.parametrize("weights, images, attribute", [
+    ("shapes-det.pt", lambda: scenes(synthetic.detection_scene), "boxes"),
+    ("shapes-obb.pt", lambda: scenes(synthetic.obb_scene), "obb"),
+    ("shapes-seg.pt", lambda: scenes(synthetic.segmentation_scene), "boxes"),
+    ("shapes-pose.pt", lambda: scenes(synthetic.pose_scene), "boxes"),
+    ("shapes-cls.pt", classification_images, "probs"),
+])
+def test_onnx_runtime_answers_like_pytorch(yolo_env, model_root, weights, images, attribute):
+    path = os.path.join(model_root, weights)
+    torch_model = LoadedModel(path, "cpu", "torch")
+    onnx_model = LoadedModel(path, "cpu", "onnx")
+    assert (torch_model.runtime, onnx_model.runtime) == ("torch", "onnx")
+    assert onnx_model.names == torch_model.names and onnx_model.task == torch_model.task
+
+    batch = images()
+    for torch_result, onnx_result in zip(torch_model.predict(batch), onnx_model.predict(batch)):
+        assert onnx_result.orig_shape == torch_result.orig_shape
+        if attribute == "probs":
+            np.testing.assert_allclose(onnx_result.probs.data.cpu().numpy(), torch_result.probs.data.cpu().numpy(),
+                                       atol=1e-3)
+            continue
+        assert_same_detections(torch_result, onnx_result, attribute)
+        if torch_result.masks is not None:
+            order_t = np.argsort(-torch_result.boxes.conf.cpu().numpy())
+            order_o = np.argsort(-onnx_result.boxes.conf.cpu().numpy())
+            for i, j in zip(order_t, order_o):
+                assert mask_iou(torch_result.masks.data[i].cpu().numpy() > 0.5,
+                                onnx_result.masks.data[j].cpu().numpy() > 0.5) > 0.98
+        if torch_result.keypoints is not None:
+            a = torch_result.keypoints.xy.cpu().numpy()[np.argsort(-torch_result.boxes.conf.cpu().numpy())]
+            b = onnx_result.keypoints.xy.cpu().numpy()[np.argsort(-onnx_result.boxes.conf.cpu().numpy())]
+            np.testing.assert_allclose(b, a, atol=0.5)
+
+
+def test_export_is_cached_under_model_dir_and_model_root_is_untouched(yolo_env, model_root):
+    path = os.path.join(model_root, "shapes-det.pt")
+    root_before = sorted(os.listdir(model_root))
+    LoadedModel(path, "cpu", "onnx")
+    (export,) = os.listdir(exports_dir())  # the export only: no temporary directory left behind
+    assert export.startswith("shapes-det-") and export.endswith(".onnx")
+    first_write = os.stat(os.path.join(exports_dir(), export)).st_mtime_ns
+
+    again = LoadedModel(path, "cpu", "onnx")
+    assert again.runtime == "onnx"
+    assert os.listdir(exports_dir()) == [export]
+    assert os.stat(os.path.join(exports_dir(), export)).st_mtime_ns == first_write  # not exported again
+    assert sorted(os.listdir(model_root)) == root_before
+
+
+def test_failed_export_falls_back_to_pytorch(yolo_env, model_root, caplog):
+    os.makedirs(os.environ["MODEL_DIR"], exist_ok=True)
+    with open(exports_dir(), "w"):  # a file where the export directory should be: export fails
+        pass
+    with caplog.at_level(logging.WARNING, logger="utils.models"):
+        model = LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx")
+    assert model.runtime == "torch"
+    assert "ONNX export failed" in caplog.text and "PyTorch serves it instead" in caplog.text
+    image, objects = synthetic.detection_scene(SEEDS[0])
+    (result,) = model.predict([image])
+    assert len(result.boxes) == len(objects)
+
+
+def test_runtime_choice(monkeypatch):
+    monkeypatch.delenv("YOLO_RUNTIME", raising=False)
+    assert choose_runtime("m.pt", "cpu") == "onnx"
+    assert choose_runtime("m.pt", "cuda:0") == "torch"
+    assert choose_runtime("m.onnx", "cpu") == "native"
+    monkeypatch.setenv("YOLO_RUNTIME", "torch")
+    assert choose_runtime("m.pt", "cpu") == "torch"
+    monkeypatch.setenv("YOLO_RUNTIME", "onnx")
+    assert choose_runtime("m.pt", "cuda:0") == "onnx"
+    monkeypatch.setenv("YOLO_RUNTIME", "tensorrt")
+    with pytest.raises(MLBackendError, match="YOLO_RUNTIME='tensorrt' is not one of auto, torch, onnx"):
+        choose_runtime("m.pt", "cpu")
+
+
+def test_registry_keeps_one_model_per_runtime(yolo_env, model_root, monkeypatch):
+    path = os.path.join(model_root, "shapes-cls.pt")
+    monkeypatch.setenv("YOLO_RUNTIME", "torch")
+    assert registry.get(path, "cpu").runtime == "torch"
+    monkeypatch.setenv("YOLO_RUNTIME", "auto")
+    served = registry.get(path, "cpu")
+    assert served.runtime == "onnx"
+    assert registry.get(path, "cpu", pytorch=True).runtime == "torch"  # for code inside the network
+    assert registry.get(path, "cpu") is served
