@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from .admission import InferenceGate
 from . import jobs
 from .exceptions import BadRequest, MLBackendError, NotFound, Unauthorized
+from .label_studio_api import confirmed_annotation_event
 from .media import check_label_studio_connection
 from .metrics import RequestMetrics, to_prometheus
 from .model import LabelStudioMLBase
@@ -214,8 +215,10 @@ class MLServer:
             data.pop("action", None)
         if event not in self.model_class.TRAIN_EVENTS:
             return jsonify({"status": "Unknown event"}), 200
-        if self.auth_enabled and not g.authenticated and event not in UNAUTHENTICATED_WEBHOOK_EVENTS:
-            raise Unauthorized("Authentication required")
+        if self.auth_enabled and not g.authenticated:
+            if event not in UNAUTHENTICATED_WEBHOOK_EVENTS:
+                raise Unauthorized("Authentication required")
+            data = confirmed_annotation_event(event, data)
 
         project = data.get("project")
         if isinstance(project, dict):
@@ -283,7 +286,8 @@ def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str
 
     Basic auth (arguments, else `BASIC_AUTH_USER`/`BASIC_AUTH_PASS`) then guards every endpoint,
     except that Label Studio's annotation webhooks, which it sends without credentials, may reach
-    `fit` (their answer carries no result). `model_kwargs` are passed to every model instance.
+    `fit` (their answer carries no result), with what Label Studio's API confirms of them when the
+    backend knows Label Studio (label_studio_api.py). `model_kwargs` are passed to every model instance.
     """
     server = MLServer(model_class, basic_auth_user, basic_auth_pass, model_kwargs)
     app = Flask(model_class.__name__ + "-ml-backend")

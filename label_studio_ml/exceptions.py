@@ -28,6 +28,10 @@ class Unauthorized(MLBackendError):
     status_code = 401
 
 
+class Forbidden(MLBackendError):
+    status_code = 403
+
+
 class NotFound(MLBackendError):
     """A file or resource named by the request does not exist (404)."""
 

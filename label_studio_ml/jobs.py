@@ -125,14 +125,12 @@ def queue_figures() -> dict:
 # ----- run on the worker -----------------------------------------------------------------------
 
 def _label_studio_client():
-    from label_studio_sdk.client import LabelStudio
+    from .label_studio_api import label_studio_client
 
-    from .media import label_studio_api_key, label_studio_url
-
-    base_url, api_key = label_studio_url(), label_studio_api_key()
-    if not base_url or not api_key:
+    client = label_studio_client()
+    if client is None:
         raise RuntimeError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set on the worker to upload predictions")
-    return LabelStudio(base_url=base_url, api_key=api_key)
+    return client
 
 
 def run_prediction_job(model_ref: str, project_id: str, label_config: Optional[str], tasks: List[dict],

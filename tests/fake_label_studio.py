@@ -1,4 +1,5 @@
-"""A tiny stand-in for Label Studio's media endpoints, for media-download tests."""
+"""A tiny stand-in for Label Studio: media endpoints, prediction uploads, and the annotation, task
+and project reads that confirm unauthenticated webhooks."""
 
 import time
 import uuid
@@ -19,7 +20,8 @@ def personal_access_token() -> str:
 
 def make_fake_label_studio():
     app = Flask("fake-label-studio")
-    state = {"valid_access": set(), "refreshes": 0, "downloads": 0, "predictions": [], "fail_uploads": 0}
+    state = {"valid_access": set(), "refreshes": 0, "downloads": 0, "predictions": [], "fail_uploads": 0,
+             "annotations": {}, "tasks": {}, "projects": {}, "reads": 0}
     app.config["state"] = state
 
     def authorized():
@@ -64,6 +66,25 @@ def make_fake_label_studio():
                           updated_at="2026-01-01T00:00:00Z")
         state["predictions"].append(prediction)
         return jsonify(prediction), 201
+
+    def stored(kind, object_id):
+        if not authorized():
+            return jsonify({"detail": "Authentication credentials were not provided."}), 401
+        state["reads"] += 1
+        item = state[kind].get(object_id)
+        return (jsonify(item), 200) if item is not None else (jsonify({"detail": "Not found."}), 404)
+
+    @app.get("/api/annotations/<int:object_id>/")
+    def annotation(object_id):
+        return stored("annotations", object_id)
+
+    @app.get("/api/tasks/<int:object_id>/")
+    def task(object_id):
+        return stored("tasks", object_id)
+
+    @app.get("/api/projects/<int:object_id>/")
+    def project(object_id):
+        return stored("projects", object_id)
 
     @app.get("/data/upload/<int:project>/<name>")
     def upload(project, name):

@@ -1,5 +1,6 @@
 """Model classes used by the SDK tests (importable by child server processes too)."""
 
+import json
 import time
 
 from label_studio_ml.api import init_app
@@ -36,6 +37,8 @@ class EchoModel(LabelStudioMLBase):
         count = int(self.get("fit_count") or 0) + 1
         self.set("fit_count", str(count))
         self.set("last_event", event)
+        self.set("last_fit", json.dumps({"annotation": data.get("annotation"), "task": data.get("task"),
+                                         "label_config": self.label_config}))
         return {"event": event, "fit_count": count, "keys": sorted(data)}
 
 

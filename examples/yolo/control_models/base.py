@@ -14,6 +14,7 @@ import numpy as np
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.label_config import build_label_map
 from label_studio_ml.utils import parse_bool
+from utils import debug_plots
 from utils.models import LoadedModel, registry, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ class ControlModel:
     def predict_images(self, images: List[np.ndarray]) -> List[List[dict]]:
         """Regions for each image (BGR arrays as Label Studio shows them), one batched model call."""
         results = self.model.predict(images, **self.predict_options())
+        if debug_plots.enabled():
+            for result in results:
+                debug_plots.save_debug_plot(result, self.from_name)
         return [self.regions_from(result, image.shape[1], image.shape[0]) for image, result in zip(images, results)]
 
     def predict_options(self) -> dict:

@@ -77,6 +77,25 @@ def test_rectangle_labels_boxes_match_truth(yolo_server, images_dir):
         assert all(s >= 0.5 for s in scores)
 
 
+def test_debug_plot_saves_the_newest_drawn_images_under_model_dir(yolo_server, images_dir, yolo_env, monkeypatch):
+    config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
+                          f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
+    tasks, truths = write_scenes(images_dir, synthetic.detection_scene)
+    plots = yolo_env / "model_dir" / "debug-plots"
+    results_of(predict(yolo_server, config, tasks[:1]))
+    assert not plots.exists()  # off by default
+
+    monkeypatch.setenv("DEBUG_PLOT", "true")
+    monkeypatch.setenv("DEBUG_PLOT_KEEP", "4")
+    results_of(predict(yolo_server, config, tasks))
+    saved = sorted(plots.iterdir())
+    assert len(saved) == 4 and all(p.name.endswith("-label.jpg") for p in saved)
+    newest = cv2.imread(str(saved[-1]))
+    image = truths[-1][0]  # the last task's image, drawn last
+    assert newest.shape == image.shape
+    assert np.abs(newest.astype(int) - image.astype(int)).max() > 100  # boxes drawn on it
+
+
 def test_label_mapping_predicted_values_and_case(yolo_server, images_dir):
     config = image_config('<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
                           '<Label value="Round" predicted_values="circle"/><Label value="SQUARE"/>'

@@ -89,6 +89,18 @@ def test_export_is_cached_under_model_dir_and_model_root_is_untouched(yolo_env, 
     assert sorted(os.listdir(model_root)) == root_before
 
 
+def test_a_new_export_removes_the_exports_of_earlier_weights_of_that_file(yolo_env, model_root):
+    os.makedirs(exports_dir())
+    stale = "shapes-det-0123456789abcdef-ultralytics8.3.0.onnx"  # the file's earlier content
+    other = "shapes-det2-0123456789abcdef-ultralytics8.3.0.onnx"  # another weights file
+    for name in (stale, other):
+        with open(os.path.join(exports_dir(), name), "wb") as file:
+            file.write(b"old export")
+    LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx")
+    names = sorted(os.listdir(exports_dir()))
+    assert stale not in names and other in names and len(names) == 2
+
+
 def test_failed_export_falls_back_to_pytorch(yolo_env, model_root, caplog):
     os.makedirs(os.environ["MODEL_DIR"], exist_ok=True)
     with open(exports_dir(), "w"):  # a file where the export directory should be: export fails

@@ -16,6 +16,7 @@ CUDA this needs onnxruntime-gpu). Weights that are not `.pt` files are served as
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from typing import Optional
@@ -93,4 +94,20 @@ def onnx_export(weights: str) -> str:
         os.replace(exported, target)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    remove_stale_exports(stem, keep=target)
     return target
+
+
+def remove_stale_exports(stem: str, keep: str) -> None:
+    """Exports of earlier contents of the same weights file (retrained, replaced), or made by an
+    earlier Ultralytics: nothing loads them any more. Processes that still serve one keep working
+    (ONNX Runtime read the file when it loaded it)."""
+    stale = re.compile(re.escape(stem) + r"-[0-9a-f]{16}-ultralytics[^/]*\.onnx")
+    for name in os.listdir(os.path.dirname(keep)):
+        path = os.path.join(os.path.dirname(keep), name)
+        if stale.fullmatch(name) and path != keep:
+            logger.info("Removing stale ONNX export %s", name)
+            try:
+                os.remove(path)
+            except OSError as exc:
+                logger.warning("Cannot remove stale export %s: %s", path, exc)

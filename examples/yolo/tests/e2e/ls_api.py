@@ -54,12 +54,15 @@ def tasks_of(ls, project_id: int) -> List[dict]:
         page += 1
 
 
-def connect_model(ls, project_id: int, backend_url: str, title: str = "YOLO") -> dict:
-    """Settings > Model > Connect Model. Label Studio checks /health, calls /setup and registers
+def connect_model(ls, project_id: int, backend_url: str, title: str = "YOLO", basic_auth=None) -> dict:
+    """Settings > Model > Connect Model (with "Use Basic Authentication" when `basic_auth` is a
+    (user, password) pair). Label Studio checks /health, calls /setup and registers
     `<url>/webhook` for all the project's events."""
+    auth = {"auth_method": "NONE"}
+    if basic_auth:
+        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
     response = requests.post(f"{ls.url}/api/ml", headers=ls.headers, timeout=60, json={
-        "url": backend_url, "project": project_id, "title": title, "is_interactive": True,
-        "auth_method": "NONE", "extra_params": "",
+        "url": backend_url, "project": project_id, "title": title, "is_interactive": True, "extra_params": "", **auth,
     })
     assert response.status_code == 201, response.text
     backend = response.json()
@@ -95,14 +98,14 @@ def only_prediction(task: dict) -> dict:
     return predictions[0]
 
 
-def backend_requests(backend_url: str) -> Dict[str, int]:
+def backend_requests(backend_url: str, auth=None) -> Dict[str, int]:
     """Requests the backend served per endpoint (its /metrics; one gunicorn worker)."""
-    endpoints = requests.get(backend_url + "/metrics", timeout=10).json()["endpoints"]
+    endpoints = requests.get(backend_url + "/metrics", timeout=10, auth=auth).json()["endpoints"]
     return {path: figures["requests"] for path, figures in endpoints.items()}
 
 
-def backend_errors(backend_url: str) -> Dict[str, int]:
-    endpoints = requests.get(backend_url + "/metrics", timeout=10).json()["endpoints"]
+def backend_errors(backend_url: str, auth=None) -> Dict[str, int]:
+    endpoints = requests.get(backend_url + "/metrics", timeout=10, auth=auth).json()["endpoints"]
     return {path: figures["errors_4xx"] + figures["errors_5xx"] for path, figures in endpoints.items()
             if figures["errors_4xx"] + figures["errors_5xx"]}
 

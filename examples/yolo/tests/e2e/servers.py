@@ -62,14 +62,14 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(10)
 
 
-def wait_until_up(server: Server, path: str, timeout: float) -> float:
+def wait_until_up(server: Server, path: str, timeout: float, auth=None) -> float:
     """Seconds until `path` answers 200; fails with the server's log if it dies or never does."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if server.process.poll() is not None:
             pytest.fail(f"{server.url} exited with status {server.process.returncode}:\n{server.log()}")
         try:
-            if requests.get(server.url + path, timeout=5).status_code == 200:
+            if requests.get(server.url + path, timeout=5, auth=auth).status_code == 200:
                 return time.monotonic() - started
         except requests.RequestException:
             pass
@@ -106,7 +106,8 @@ def yolo_backend_process(label_studio, model_root: str, model_dir, **settings):
     process = start_logged(["bash", os.path.join(YOLO_DIR, "start.sh")], env, log_path)
     server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        wait_until_up(server, "/health", 60)
+        auth = (settings["BASIC_AUTH_USER"], settings["BASIC_AUTH_PASS"]) if "BASIC_AUTH_USER" in settings else None
+        wait_until_up(server, "/health", 60, auth=auth)
         yield server, env
     finally:
         stop(process)

@@ -17,6 +17,7 @@ import synthetic_video
 from checks import DETECTION_CONFIG, SEEDS, VERSION, assert_objects_found, image_config, labels, write_scenes
 from ls_api import (backend_errors, backend_requests, connect_model, create_annotation, create_project,
                     import_tasks, only_prediction, retrieve_predictions, start_training, tasks_of, upload_files, wait_for)
+from servers import yolo_backend_process
 from yolo_helpers import (box_iou, brush_region_mask, mask_iou, polygon_mask, polygon_region_mask, region_box_px,
                           rotated_region_corners_px, save_image)
 
@@ -221,6 +222,33 @@ def test_start_training_and_annotations_reach_the_backend(label_studio, yolo_bac
     wait_for(lambda: backend_requests(yolo_backend.url).get("/webhook", 0) == before + 2, 30, "annotation webhook")
     assert "/webhook" not in backend_errors(yolo_backend.url)
     assert "/train" not in backend_requests(yolo_backend.url)
+
+
+def test_with_basic_auth_annotation_webhooks_train_on_what_label_studio_confirms(label_studio, e2e_model_root,
+                                                                                   tmp_path):
+    """Label Studio sends annotation webhooks without the Basic header; the backend asks Label
+    Studio's API about them and refuses what it does not confirm."""
+    credentials = ("ml-user", "ml-secret pass")
+    scenes = write_scenes(tmp_path, synthetic.detection_scene, "auth", seeds=SEEDS[:1])
+    model_dir = tmp_path / "model_dir"
+    model_dir.mkdir()
+    with yolo_backend_process(label_studio, e2e_model_root, model_dir, BASIC_AUTH_USER=credentials[0],
+                              BASIC_AUTH_PASS=credentials[1]) as (backend, _):
+        project_id = create_project(label_studio, "basic auth", DETECTION_CONFIG)
+        (task,) = upload_files(label_studio, project_id, [p for p, _, _ in scenes.values()]).values()
+        connect_model(label_studio, project_id, backend.url, basic_auth=credentials)
+        annotation = create_annotation(label_studio, task["id"], [{
+            "from_name": "label", "to_name": "image", "type": "rectanglelabels", "original_width": 320,
+            "original_height": 240, "value": {"x": 10, "y": 10, "width": 30, "height": 30, "rectanglelabels": ["circle"]}}])
+        wait_for(lambda: f"ANNOTATION_CREATED for project {project_id} confirmed by Label Studio" in backend.log(0),
+                 30, "the confirmed annotation webhook")
+        assert "/webhook" not in backend_errors(backend.url, auth=credentials)
+
+        forged = {"action": "ANNOTATION_UPDATED", "annotation": {"id": annotation["id"] + 1000, "result": []},
+                  "task": task, "project": {"id": project_id}}
+        response = requests.post(backend.url + "/webhook", json=forged, timeout=30)
+        assert response.status_code == 403, response.text
+        assert requests.get(backend.url + "/health", timeout=10).status_code == 401
 
 
 # ----- video --------------------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""With basic auth on, Label Studio's credential-less annotation webhooks train only on what Label
+Studio's API confirms (when the backend knows Label Studio)."""
+
+import json
+import logging
+import socket
+
+import pytest
+import requests
+
+from fake_label_studio import LEGACY_TOKEN, make_fake_label_studio, personal_access_token
+from helpers import serve_in_thread
+from label_studio_ml.api import init_app
+from sdk_models import EchoModel
+
+STORED_CONFIG = '<View><Text name="text" value="$text"/><Choices name="label" toName="text"><Choice value="real"/></Choices></View>'
+FORGED_CONFIG = STORED_CONFIG.replace("real", "forged")
+
+
+def stored_result(choice):
+    return [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}]
+
+
+@pytest.fixture
+def label_studio(model_dir, monkeypatch):
+    """A fake Label Studio holding annotation 8 of task 10 in project 5."""
+    app = make_fake_label_studio()
+    state = app.config["state"]
+    state["annotations"][8] = {"id": 8, "task": 10, "project": 5, "result": stored_result("real")}
+    state["tasks"][10] = {"id": 10, "project": 5, "data": {"text": "stored text"}}
+    state["projects"][5] = {"id": 5, "title": "p", "label_config": STORED_CONFIG}
+    with serve_in_thread(app) as base:
+        monkeypatch.setenv("LABEL_STUDIO_URL", base)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+        yield state
+
+
+@pytest.fixture
+def backend(model_dir):
+    with serve_in_thread(init_app(EchoModel, basic_auth_user="u", basic_auth_pass="p")) as base:
+        yield base
+
+
+def forged_webhook(action="ANNOTATION_CREATED", annotation_id=8):
+    """What anyone could send: the annotation's id, with a result, task and config of their own."""
+    return {"action": action,
+            "annotation": {"id": annotation_id, "task": 10, "project": 5, "result": stored_result("forged")},
+            "task": {"id": 10, "data": {"text": "/etc/passwd"}},
+            "project": {"id": 5, "label_config": FORGED_CONFIG}}
+
+
+def last_fit(project="5"):
+    recorded = EchoModel(project_id=project).get("last_fit")
+    return json.loads(recorded) if recorded else None
+
+
+@pytest.mark.parametrize("token", ["legacy", "personal"])
+@pytest.mark.parametrize("action", ["ANNOTATION_CREATED", "ANNOTATION_UPDATED"])
+def test_unauthenticated_webhook_trains_on_what_label_studio_holds(label_studio, backend, monkeypatch, token, action):
+    if token == "personal":
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal_access_token())
+    response = requests.post(backend + "/webhook", json=forged_webhook(action))
+    assert response.status_code == 201, response.text
+    assert response.json() == {"result": None, "status": "ok"}
+    fit = last_fit()
+    assert fit["annotation"]["result"] == stored_result("real")
+    assert fit["task"]["data"] == {"text": "stored text"}
+    assert fit["label_config"] == STORED_CONFIG
+    assert label_studio["reads"] == 3  # annotation, task, project
+
+
+def test_annotation_unknown_to_label_studio_is_refused(label_studio, backend):
+    response = requests.post(backend + "/webhook", json=forged_webhook(annotation_id=99))
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Label Studio has no annotation 99: webhook not confirmed"
+    assert last_fit() is None
+    assert requests.get(backend + "/health", auth=("u", "p")).status_code == 200
+
+
+def test_deletion_is_confirmed_only_when_label_studio_no_longer_holds_the_annotation(label_studio, backend):
+    deletion = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 8}], "project": {"id": 5}}
+    response = requests.post(backend + "/webhook", json=deletion)
+    assert response.status_code == 403 and "still holds annotation 8" in response.json()["detail"]
+    assert last_fit() is None
+
+    del label_studio["annotations"][8]
+    assert requests.post(backend + "/webhook", json=deletion).status_code == 201
+    assert EchoModel(project_id="5").get("last_event") == "ANNOTATIONS_DELETED"
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"action": "ANNOTATION_CREATED", "project": {"id": 5}}, "annotation's numeric 'id'"),
+    ({"action": "ANNOTATION_CREATED", "annotation": {"id": "8; drop"}, "project": {"id": 5}}, "annotation's numeric 'id'"),
+    ({"action": "ANNOTATIONS_DELETED", "annotations": "8", "project": {"id": 5}}, "a list of {'id': ...}"),
+])
+def test_malformed_unauthenticated_webhooks_are_400(label_studio, backend, body, needle):
+    response = requests.post(backend + "/webhook", json=body)
+    assert response.status_code == 400 and needle in response.json()["detail"]
+
+
+def test_unreachable_label_studio_is_a_424_and_nothing_trains(model_dir, backend, monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once closed
+    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    response = requests.post(backend + "/webhook", json=forged_webhook())
+    assert response.status_code == 424
+    assert "could not be asked for annotation 8" in response.json()["detail"]
+    assert last_fit() is None
+
+
+def test_authenticated_webhooks_are_not_checked(label_studio, backend):
+    response = requests.post(backend + "/webhook", json=forged_webhook(annotation_id=99), auth=("u", "p"))
+    assert response.status_code == 201
+    assert last_fit()["annotation"]["result"] == stored_result("forged")
+    assert label_studio["reads"] == 0
+
+
+def test_without_label_studio_settings_the_body_is_used_and_a_warning_says_so(model_dir, backend, monkeypatch, caplog):
+    import label_studio_ml.label_studio_api as api
+
+    monkeypatch.setattr(api, "_warned_unverified", False)
+    with caplog.at_level(logging.WARNING, logger="label_studio_ml.label_studio_api"):
+        for _ in range(2):
+            assert requests.post(backend + "/webhook", json=forged_webhook()).status_code == 201
+    assert last_fit()["annotation"]["result"] == stored_result("forged")
+    assert caplog.text.count("cannot be confirmed: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY") == 1
