@@ -1,6 +1,7 @@
 """Test helpers shared by the SDK and YOLO suites: loopback ports, real HTTP servers."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,18 +23,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float = 30.0, auth=None) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            return requests.get(url, timeout=5, auth=auth)
-        except (requests.ConnectionError, requests.Timeout) as exc:  # not listening yet, or workers booting
-            last = exc
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
-
-
 @contextmanager
 def serve_in_thread(app):
     """Serve a WSGI app over real HTTP on a loopback port; yields its base URL."""
@@ -45,6 +34,59 @@ def serve_in_thread(app):
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def wait_until(condition, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll `condition()` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not reached within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def start_logged(args, env, log_path, cwd=None) -> subprocess.Popen:
+    """A child in its own process group (gunicorn, Label Studio and RQ fork), output to `log_path`."""
+    log = open(log_path, "w", encoding="utf-8")
+    try:
+        return subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after 20 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def read_log(log_path: str, tail: int = 6000) -> str:
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        return f.read()[-tail:] if tail else f.read()
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log_path: str, timeout: float, auth=None) -> float:
+    """Seconds until `url` answers 200; RuntimeError with the server's log if it exits or never does."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with status {process.returncode}:\n{read_log(log_path)}")
+        try:
+            if requests.get(url, timeout=5, auth=auth).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{read_log(log_path)}")
 
 
 @contextmanager
@@ -59,28 +101,15 @@ def serve_in_process(args, env=None, cwd=None, health_path="/health", auth=None,
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in [REPO_ROOT, full_env.get("PYTHONPATH", "")] if p)
     full_env.update({k: v.replace("{port}", str(port)) for k, v in (env or {}).items()})
-    log = open(log_path, "ab") if log_path else tempfile.TemporaryFile()
-    proc = subprocess.Popen(args, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with tempfile.TemporaryDirectory() as scratch:
+        log_path = log_path or os.path.join(scratch, "server.log")
+        process = start_logged(args, full_env, log_path, cwd=cwd)
+        base = f"http://127.0.0.1:{port}"
         try:
-            wait_for_http(base + health_path, timeout=timeout, auth=auth)
-        except TimeoutError:
-            proc.kill()
-            proc.wait(5)
-            log.seek(0)
-            output = log.read().decode(errors="replace")
-            raise RuntimeError(f"server {args} did not start:\n{output[-4000:]}")
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
+            wait_until_up(base + health_path, process, log_path, timeout, auth=auth)
+            yield base, process
+        finally:
+            stop(process)
 
 
 PYTHON = sys.executable

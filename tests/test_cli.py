@@ -178,7 +178,7 @@ def test_start_serves_the_backend(backend):
 
 def test_start_with_basic_auth(backend):
     with serve_in_process([*CLI, "start", str(backend), "-p", "{port}", "--host", "127.0.0.1",
-                           "--basic-auth-user", "u", "--basic-auth-pass", "p"], env=child_env()) as (base, _):
+                           "--basic-auth-user", "u", "--basic-auth-pass", "p"], env=child_env(), auth=("u", "p")) as (base, _):
         assert requests.get(base + "/health", timeout=5).status_code == 401
         assert requests.get(base + "/health", auth=("u", "wrong"), timeout=5).status_code == 401
         assert requests.get(base + "/health", auth=("u", "p"), timeout=5).status_code == 200
@@ -186,7 +186,8 @@ def test_start_with_basic_auth(backend):
 
 def test_start_takes_basic_auth_from_the_environment(backend):
     env = child_env(ML_SERVER_BASIC_AUTH_USER="u", ML_SERVER_BASIC_AUTH_PASS="p")
-    with serve_in_process([*CLI, "start", str(backend), "-p", "{port}", "--host", "127.0.0.1"], env=env) as (base, _):
+    with serve_in_process([*CLI, "start", str(backend), "-p", "{port}", "--host", "127.0.0.1"], env=env,
+                          auth=("u", "p")) as (base, _):
         assert requests.get(base + "/health", timeout=5).status_code == 401
         assert requests.get(base + "/health", auth=("u", "p"), timeout=5).status_code == 200
 

@@ -1,28 +1,16 @@
 """Background jobs with a real redis-server and real `rq worker` processes."""
 
 import os
-import signal
-import subprocess
 import time
 
 import pytest
 import requests
 
 from fake_label_studio import LEGACY_TOKEN, make_fake_label_studio
-from helpers import PYTHON, REPO_ROOT, serve_in_process, serve_in_thread
+from helpers import PYTHON, REPO_ROOT, serve_in_process, serve_in_thread, start_logged, stop, wait_until
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 RQ = [PYTHON, "-m", "rq.cli", "worker"]
-
-
-def wait_until(condition, timeout, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture
@@ -46,18 +34,10 @@ def job_env(redis_url, fake_ls, tmp_path):
 def start_worker(env, tmp_path, name):
     full_env = dict(os.environ, **env)
     full_env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, TESTS_DIR])
-    log = open(tmp_path / f"{name}.log", "wb")
     # a short worker TTL makes an idle worker run its registry maintenance every few seconds
-    return subprocess.Popen(RQ + ["--url", env["REDIS_URL"], "--with-scheduler", "--maintenance-interval", "2",
-                                  "--job-monitoring-interval", "2", "--worker-ttl", "20", "--name", name,
-                                  "label-studio-ml"],
-                            cwd=TESTS_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+    return start_logged(RQ + ["--url", env["REDIS_URL"], "--with-scheduler", "--maintenance-interval", "2",
+                              "--job-monitoring-interval", "2", "--worker-ttl", "20", "--name", name, "label-studio-ml"],
+                        full_env, str(tmp_path / f"{name}.log"), cwd=TESTS_DIR)
 
 
 def kill_with_work_horse(proc):

@@ -14,7 +14,6 @@ and predicts per-frame label probabilities, turned into ranges like in simple mo
 
 import logging
 import os
-import threading
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -23,7 +22,7 @@ from control_models.base import ControlModel
 from label_studio_ml.exceptions import BadRequest, LabelConfigError
 from label_studio_ml.utils import parse_bool
 from utils.models import LoadedModel, batch_size, resolve_in_root
-from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name,
+from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name, exclusive,
                                        feature_cache_path, load_cached_features, merge_columns,
                                        ranges_to_multihot, save_cached_features, timeline_regions)
 from utils.video import VideoFrames, file_digest, frame_rate_attr
@@ -117,9 +116,6 @@ class TimelineLabelsModel(ControlModel):
 class TrainableTimelineLabelsModel(TimelineLabelsModel):
     trainable = True
     needs_pytorch = True  # its features are captured inside the PyTorch network
-    # One classifier file is trained by one thread at a time (per process).
-    _file_locks: Dict[str, threading.Lock] = {}
-    _file_locks_guard = threading.Lock()
     # Loaded classifiers by file, with the version of the file they were read from.
     _loaded: Dict[str, tuple] = {}
 
@@ -169,11 +165,6 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
 
     def classifier_path(self, project_id: str) -> str:
         return resolve_in_root(classifier_file_name(project_id, self.model_path, self.from_name), "classifier file")
-
-    @classmethod
-    def _lock(cls, path: str) -> threading.Lock:
-        with cls._file_locks_guard:
-            return cls._file_locks.setdefault(path, threading.Lock())
 
     @staticmethod
     def _stamp(path: str) -> Optional[tuple]:
@@ -241,7 +232,7 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
         targets = ranges_to_multihot(result, self.labels, len(features), self.from_name)
         file = self.classifier_path(self._project(backend))
         spec = self.spec(features.shape[1])
-        with self._lock(file):
+        with exclusive(file):  # one training of this file at a time, across processes
             # A private copy: the cached instance may be predicting in another thread meanwhile.
             classifier = TimelineClassifier.load(file) if os.path.isfile(file) else None
             reset = spec.differences(classifier.spec) if classifier is not None else []

@@ -60,7 +60,7 @@ class VideoRectangleModel(ControlModel):
                 results = self.model.predict(frames, conf=self.conf, iou=self.iou, classes=class_ids)
                 for offset, (frame, result) in enumerate(zip(frames, results)):
                     boxes = result.boxes.cpu().numpy()
-                    collector.add(start + offset + 1, tracker.update(boxes, frame), boxes.xyxy)
+                    collector.add(start + offset + 1, tracker.update(boxes, frame), boxes.data[:, :6])
         logger.debug("%r: %d tracks over %d frames of %s", self, len(collector.tracks), video.frames_count, video.name)
         return track_regions(collector.tracks, names, self.label_map, video.width, video.height,
                              video.frames_count, video.duration, self.from_name, self.to_name)

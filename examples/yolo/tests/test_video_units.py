@@ -113,12 +113,28 @@ def test_track_label_is_the_most_frequent_mapped_class():
     assert tracking.track_label([2, 2], NAMES, label_map) is None
 
 
+def test_a_track_reported_from_its_second_frame_gets_its_first_box():
+    collector = tracking.TrackCollector()
+    # frame 1: track 1 reports detection 0; detections 1 (class 0) and 2 (class 1) start no track yet
+    collector.add(1, np.array([[10, 10, 30, 30, 1, 0.9, 0, 0]]),
+                  detections=np.array([[10, 10, 30, 30, 0.9, 0], [100, 50, 140, 90, 0.8, 0],
+                                       [103, 52, 141, 91, 0.7, 1]]))
+    # frame 2: the tracker reports track 2 (class 1) for the first time, moved a little
+    collector.add(2, np.array([[11, 10, 31, 30, 1, 0.9, 0, 0], [104, 52, 142, 92, 2, 0.75, 1, 1]]),
+                  detections=np.array([[11, 10, 31, 30, 0.9, 0], [104, 52, 142, 92, 0.75, 1]]))
+    assert collector.tracks[2] == [(1, 103.0, 52.0, 141.0, 91.0, 0.7, 1), (2, 104.0, 52.0, 142.0, 92.0, 0.75, 1)]
+    assert [box[0] for box in collector.tracks[1]] == [1, 2]
+    # a track appearing far from every unreported detection of the frame before gets none
+    collector.add(3, np.array([[300, 300, 330, 330, 3, 0.9, 0, 0]]), detections=np.array([[300, 300, 330, 330, 0.9, 0]]))
+    assert [box[0] for box in collector.tracks[3]] == [3]
+
+
 def test_track_regions():
     collector = tracking.TrackCollector()
     # rows: x1, y1, x2, y2, track id, score, cls, detection index
     collector.add(1, np.array([[10, 20, 50, 60, 7, 0.9, 0, 0], [0, 0, 10, 10, 8, 0.8, 2, 1]]))
     collector.add(2, np.array([[12, 20, 52, 60, 7, 0.95, 0, 1]]),
-                  detection_xyxy=np.array([[0, 0, 10, 10], [14, 22, 54, 62]]))
+                  detections=np.array([[0, 0, 10, 10, 0.5, 2], [14, 22, 54, 62, 0.95, 0]]))
     collector.add(4, np.array([[16, 20, 56, 60, 7, 0.7, 1, 0]]))
     regions = tracking.track_regions(collector.tracks, NAMES, {"circle": "Ball", "square": "Box"}, 200, 100,
                                      frames_count=10, duration=0.4, from_name="box", to_name="video")
@@ -258,6 +274,26 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         tc.atomic_write(path, broken)
     assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_exclusive_makes_another_process_wait(tmp_path):
+    """Two gunicorn workers training the same classifier file take turns."""
+    import subprocess
+    import sys
+    import time
+
+    target = str(tmp_path / "classifier.pt")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from utils.timeline_classifier import exclusive\n"
+        f"with exclusive({target!r}):\n"
+        "    print('locked', flush=True); time.sleep(1.5); print(repr(time.time()), flush=True)\n")],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with tc.exclusive(target):
+        acquired = time.time()
+    released = float(holder.stdout.readline())
+    assert holder.wait(10) == 0
+    assert acquired >= released
 
 
 def test_feature_cache_roundtrip(tmp_path, monkeypatch):

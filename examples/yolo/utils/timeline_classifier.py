@@ -4,11 +4,13 @@ trainable per-frame classifier (a small bidirectional LSTM over YOLO features) a
 Frames are 1-based and ranges inclusive in Label Studio; arrays here are 0-based, one row per frame.
 """
 
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -154,6 +156,21 @@ def atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextmanager
+def exclusive(path: str):
+    """Hold an exclusive lock on `path + ".lock"` (waiting for it): one writer of `path` at a time
+    among all threads and processes (gunicorn workers, RQ workers) on this machine. The lock file
+    stays: removing it would let a waiting process lock a file nobody else sees."""
+    lock_path = path + ".lock"
+    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+    with open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def load_cached_features(path: str) -> Optional[np.ndarray]:

@@ -163,23 +163,68 @@ def build_tracker(config: dict, fps: float, device: Optional[str] = None):
 
 # ----- tracks -> Label Studio regions (pure) -----------------------------------------------------
 
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each row of `boxes`."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
 class TrackCollector:
-    """Boxes of every track, frame by frame: `tracks[id] = [(frame, x1, y1, x2, y2, score, cls), ...]`."""
+    """Boxes of every track, frame by frame: `tracks[id] = [(frame, x1, y1, x2, y2, score, cls), ...]`.
+
+    Ultralytics' trackers report a track that starts after the first frame only from its second
+    match on: the detection that started it, one frame earlier, would be lost. So the collector
+    remembers the previous frame's detections that no track reported, and gives a track that
+    appears for the first time the best-overlapping one of them (same class, IoU >= 0.3).
+    """
+
+    FIRST_BOX_MIN_IOU = 0.3
 
     def __init__(self):
         self.tracks: Dict[int, List[Tuple]] = defaultdict(list)
+        self._previous: Optional[Tuple[int, np.ndarray]] = None  # (frame, unreported detections)
 
-    def add(self, frame: int, rows: np.ndarray, detection_xyxy: Optional[np.ndarray] = None) -> None:
-        """`rows`: a tracker's output `[x1, y1, x2, y2, track_id, score, cls, idx]` for 1-based `frame`.
+    def add(self, frame: int, rows: np.ndarray, detections: Optional[np.ndarray] = None) -> None:
+        """`rows`: a tracker's output `[x1, y1, x2, y2, track_id, score, cls, idx]` for 1-based `frame`;
+        `detections`: the detector's `[x1, y1, x2, y2, score, cls]` rows of that frame.
 
-        With `detection_xyxy` (the detector's boxes of that frame) each track gets the box of the
-        detection it matched rather than the tracker's Kalman-smoothed one, which lags behind motion.
+        With `detections` each track gets the box of the detection it matched rather than the
+        tracker's Kalman-smoothed one, which lags behind motion, and new tracks get their first box.
         """
+        detections = None if detections is None else np.asarray(detections, dtype=float).reshape(-1, 6)
+        reported = set()
         for row in np.asarray(rows, dtype=float).reshape(-1, 8):
             x1, y1, x2, y2, track_id, score, cls, idx = row
-            if detection_xyxy is not None and 0 <= int(idx) < len(detection_xyxy):
-                x1, y1, x2, y2 = (float(v) for v in detection_xyxy[int(idx)])
-            self.tracks[int(track_id)].append((frame, x1, y1, x2, y2, float(score), int(cls)))
+            track_id, idx = int(track_id), int(idx)
+            if detections is not None and 0 <= idx < len(detections):
+                x1, y1, x2, y2 = (float(v) for v in detections[idx, :4])
+                reported.add(idx)
+            if track_id not in self.tracks:
+                self._add_first_box(track_id, frame, np.array([x1, y1, x2, y2]), int(cls))
+            self.tracks[track_id].append((frame, x1, y1, x2, y2, float(score), int(cls)))
+        if detections is not None:
+            unreported = [i for i in range(len(detections)) if i not in reported]
+            self._previous = (frame, detections[unreported])
+
+    def _add_first_box(self, track_id: int, frame: int, box: np.ndarray, cls: int) -> None:
+        if self._previous is None or self._previous[0] != frame - 1:
+            return
+        unreported = self._previous[1]
+        same_class = np.flatnonzero(unreported[:, 5] == cls)
+        if not len(same_class):
+            return
+        overlaps = _iou(box, unreported[same_class, :4])
+        if overlaps.max() < self.FIRST_BOX_MIN_IOU:
+            return
+        best = same_class[int(np.argmax(overlaps))]
+        x1, y1, x2, y2, score, _ = (float(v) for v in unreported[best])
+        self.tracks[track_id].append((frame - 1, x1, y1, x2, y2, score, cls))
+        self._previous = (frame - 1, np.delete(unreported, best, axis=0))  # one detection starts one track
 
 
 def lifespan_sequence(boxes: List[dict]) -> List[dict]:

@@ -14,8 +14,8 @@ import sys
 import pytest
 import requests
 
-from helpers import REPO_ROOT, free_port
-from servers import LabelStudioServer, start_logged, stop, wait_until_up, yolo_backend_process
+from helpers import REPO_ROOT, free_port, start_logged, stop
+from servers import LabelStudioServer, yolo_backend_process
 
 LS_VENV_SCRIPT = os.path.join(REPO_ROOT, "scripts", "label_studio_venv.sh")
 # First start of a fresh data directory runs all Django migrations: about a minute on 2 cores.
@@ -64,7 +64,7 @@ def label_studio(label_studio_venv, tmp_path_factory):
     server = LabelStudioServer(url=f"http://127.0.0.1:{port}", process=process, log_path=str(root / "label-studio.log"),
                                token=token)
     try:
-        took = wait_until_up(server, "/health", LS_START_TIMEOUT)
+        took = server.wait_until_up(LS_START_TIMEOUT)
         print(f"\nLabel Studio started in {took:.0f} s at {server.url}", file=sys.stderr)
         response = requests.get(server.url + "/api/current-user/whoami", headers=server.headers, timeout=10)
         assert response.status_code == 200, f"the legacy token is refused: {response.text}"

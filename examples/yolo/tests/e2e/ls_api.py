@@ -2,7 +2,6 @@
 connect a model, retrieve predictions, submit annotations, start training."""
 
 import os
-import time
 from typing import Dict, List
 
 import requests
@@ -108,15 +107,3 @@ def backend_errors(backend_url: str, auth=None) -> Dict[str, int]:
     endpoints = requests.get(backend_url + "/metrics", timeout=10, auth=auth).json()["endpoints"]
     return {path: figures["errors_4xx"] + figures["errors_5xx"] for path, figures in endpoints.items()
             if figures["errors_4xx"] + figures["errors_5xx"]}
-
-
-def wait_for(condition, timeout: float = 60, what: str = "condition"):
-    """Poll `condition()` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:.0f} s")
-        time.sleep(0.5)

@@ -1,17 +1,12 @@
 """Starting and stopping the servers of the e2e suite: Label Studio and YOLO backends."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import pytest
-import requests
-
-from helpers import REPO_ROOT, free_port
+from helpers import REPO_ROOT, free_port, read_log, start_logged, stop, wait_until_up
 
 YOLO_DIR = os.path.join(REPO_ROOT, "examples", "yolo")
 
@@ -23,8 +18,10 @@ class Server:
     log_path: str
 
     def log(self, tail: int = 6000) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()[-tail:] if tail else f.read()
+        return read_log(self.log_path, tail)
+
+    def wait_until_up(self, timeout: float, auth=None) -> float:
+        return wait_until_up(self.url + "/health", self.process, self.log_path, timeout, auth=auth)
 
 
 @dataclass
@@ -39,42 +36,6 @@ class LabelStudioServer(Server):
         from label_studio_sdk import LabelStudio
 
         return LabelStudio(base_url=self.url, api_key=self.token)
-
-
-def start_logged(args, env, log_path, cwd=None) -> subprocess.Popen:
-    """A child in its own process group (Label Studio and gunicorn fork), output to `log_path`."""
-    log = open(log_path, "w", encoding="utf-8")
-    try:
-        return subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        log.close()
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, then SIGKILL what is left after 20 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-def wait_until_up(server: Server, path: str, timeout: float, auth=None) -> float:
-    """Seconds until `path` answers 200; fails with the server's log if it dies or never does."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if server.process.poll() is not None:
-            pytest.fail(f"{server.url} exited with status {server.process.returncode}:\n{server.log()}")
-        try:
-            if requests.get(server.url + path, timeout=5, auth=auth).status_code == 200:
-                return time.monotonic() - started
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{server.url}{path} did not answer within {timeout:.0f} s:\n{server.log()}")
 
 
 @contextmanager
@@ -106,8 +67,8 @@ def yolo_backend_process(label_studio, model_root: str, model_dir, **settings):
     process = start_logged(["bash", os.path.join(YOLO_DIR, "start.sh")], env, log_path)
     server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        auth = (settings["BASIC_AUTH_USER"], settings["BASIC_AUTH_PASS"]) if "BASIC_AUTH_USER" in settings else None
-        wait_until_up(server, "/health", 60, auth=auth)
+        server.wait_until_up(60, auth=(settings["BASIC_AUTH_USER"], settings["BASIC_AUTH_PASS"])
+                             if "BASIC_AUTH_USER" in settings else None)
         yield server, env
     finally:
         stop(process)

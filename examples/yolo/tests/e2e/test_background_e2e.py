@@ -13,9 +13,10 @@ import requests
 import synthetic
 import synthetic_video
 from checks import VERSION, labels
+from helpers import start_logged, stop
 from ls_api import backend_errors, backend_requests, connect_model, create_project, retrieve_predictions, tasks_of, \
     upload_files
-from servers import YOLO_DIR, start_logged, stop, yolo_backend_process
+from servers import YOLO_DIR, yolo_backend_process
 
 pytestmark = pytest.mark.e2e
 

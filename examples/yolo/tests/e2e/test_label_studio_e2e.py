@@ -15,8 +15,9 @@ import requests
 import synthetic
 import synthetic_video
 from checks import DETECTION_CONFIG, SEEDS, VERSION, assert_objects_found, image_config, labels, write_scenes
+from helpers import wait_until
 from ls_api import (backend_errors, backend_requests, connect_model, create_annotation, create_project,
-                    import_tasks, only_prediction, retrieve_predictions, start_training, tasks_of, upload_files, wait_for)
+                    import_tasks, only_prediction, retrieve_predictions, start_training, tasks_of, upload_files)
 from servers import yolo_backend_process
 from yolo_helpers import (box_iou, brush_region_mask, mask_iou, polygon_mask, polygon_region_mask, region_box_px,
                           rotated_region_corners_px, save_image)
@@ -219,7 +220,7 @@ def test_start_training_and_annotations_reach_the_backend(label_studio, yolo_bac
         "from_name": "label", "to_name": "image", "type": "rectanglelabels", "original_width": 320,
         "original_height": 240, "value": {"x": 10, "y": 10, "width": 30, "height": 30, "rectanglelabels": ["circle"]}}])
     # ANNOTATION_CREATED; Label Studio waits 1 s for a webhook (WEBHOOK_TIMEOUT), so it may answer first
-    wait_for(lambda: backend_requests(yolo_backend.url).get("/webhook", 0) == before + 2, 30, "annotation webhook")
+    wait_until(lambda: backend_requests(yolo_backend.url).get("/webhook", 0) == before + 2, 30, 0.5, "annotation webhook")
     assert "/webhook" not in backend_errors(yolo_backend.url)
     assert "/train" not in backend_requests(yolo_backend.url)
 
@@ -240,8 +241,8 @@ def test_with_basic_auth_annotation_webhooks_train_on_what_label_studio_confirms
         annotation = create_annotation(label_studio, task["id"], [{
             "from_name": "label", "to_name": "image", "type": "rectanglelabels", "original_width": 320,
             "original_height": 240, "value": {"x": 10, "y": 10, "width": 30, "height": 30, "rectanglelabels": ["circle"]}}])
-        wait_for(lambda: f"ANNOTATION_CREATED for project {project_id} confirmed by Label Studio" in backend.log(0),
-                 30, "the confirmed annotation webhook")
+        wait_until(lambda: f"ANNOTATION_CREATED for project {project_id} confirmed by Label Studio" in backend.log(0),
+                   30, 0.5, "the confirmed annotation webhook")
         assert "/webhook" not in backend_errors(backend.url, auth=credentials)
 
         forged = {"action": "ANNOTATION_UPDATED", "annotation": {"id": annotation["id"] + 1000, "result": []},
@@ -301,7 +302,7 @@ def test_trainable_timeline_labels_learn_from_an_annotation(label_studio, yolo_b
          "value": {"ranges": [{"start": start, "end": end}], "timelinelabels": [label]}}
         for label, start, end in (("Ball", 1, 30), ("Box", 31, 60))])
     # Label Studio waits 1 s (WEBHOOK_TIMEOUT) for a webhook; training goes on after it gave up.
-    wait_for(lambda: backend_requests(yolo_backend.url).get("/webhook", 0) > webhooks, 120, "training webhook answered")
+    wait_until(lambda: backend_requests(yolo_backend.url).get("/webhook", 0) > webhooks, 120, 0.5, "training webhook answered")
     assert os.path.isfile(classifier)
 
     stored = retrieve_all(label_studio, yolo_backend, project_id)
