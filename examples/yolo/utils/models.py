@@ -1,8 +1,8 @@
 """Where YOLO weights come from and how they are shared.
 
 - Paths: a `model_path` is a file name under `MODEL_ROOT`; it can never leave that directory.
-- Loading: lazily, once per (file, device, runtime), under a per-file lock so concurrent first requests
-  load it once; other models stay usable meanwhile.
+- Loading: lazily, once per (file, device, runtime), under a per-file lock so concurrent first
+  requests load it once; other models stay usable meanwhile.
 - Runtime: PyTorch, or on a CPU by default ONNX Runtime on a cached export (runtimes.py).
 - Inference: Ultralytics predictors keep per-call state and are not thread-safe, and PyTorch on
   a CPU runs best from one thread (each calling thread gets its own OpenMP pool, and idle pools
