@@ -9,7 +9,7 @@ import pytest
 import synthetic
 from label_studio_ml.exceptions import MLBackendError
 from utils.models import LoadedModel, registry
-from utils.runtimes import choose_runtime, exports_dir
+from utils.runtimes import choose_runtime, exports_dir, quiet_ultralytics
 from yolo_helpers import mask_iou
 
 SEEDS = [synthetic.HELDOUT_SEED_START + 40 + i for i in range(4)]
@@ -112,6 +112,31 @@ def test_failed_export_falls_back_to_pytorch(yolo_env, model_root, caplog):
     image, objects = synthetic.detection_scene(SEEDS[0])
     (result,) = model.predict([image])
     assert len(result.boxes) == len(objects)
+
+
+def test_quiet_ultralytics_drops_only_this_threads_info_lines():
+    import threading
+
+    ultralytics_logger = logging.getLogger("ultralytics")
+    seen = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    ultralytics_logger.addHandler(handler)
+    level = ultralytics_logger.level
+    ultralytics_logger.setLevel(logging.INFO)
+    try:
+        with quiet_ultralytics():
+            ultralytics_logger.info("export report")
+            ultralytics_logger.warning("export warning")
+            other = threading.Thread(target=ultralytics_logger.info, args=("another request",))
+            other.start()
+            other.join()
+        ultralytics_logger.info("after")
+    finally:
+        ultralytics_logger.removeHandler(handler)
+        ultralytics_logger.setLevel(level)
+    expected = ["export warning", "another request", "after"]
+    assert len(seen) == 3 and all(m.endswith(e) for m, e in zip(seen, expected)), seen  # warnings get a prefix
 
 
 def test_runtime_choice(monkeypatch):

@@ -19,6 +19,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from typing import Optional
 
 from label_studio_ml.exceptions import MLBackendError
@@ -71,6 +74,23 @@ def content_digest(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+@contextmanager
+def quiet_ultralytics():
+    """Drop Ultralytics' INFO lines logged by this thread meanwhile (its export report: CLI hints,
+    a netron link, temporary paths); warnings and errors, and other threads' lines, still pass."""
+    thread = threading.get_ident()
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.thread != thread
+
+    ultralytics_logger = logging.getLogger("ultralytics")
+    ultralytics_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        ultralytics_logger.removeFilter(keep)
+
+
 def onnx_export(weights: str) -> str:
     """Path of the ONNX export of `weights`, exporting it first when the cache has none."""
     import ultralytics
@@ -86,14 +106,16 @@ def onnx_export(weights: str) -> str:
     # Ultralytics writes the export next to the weights it loaded: a link in a private directory
     # keeps MODEL_ROOT untouched and lets concurrent exporters (other workers) not collide.
     workdir = tempfile.mkdtemp(prefix=f"{stem}-", dir=target_dir)
+    started = time.monotonic()
     try:
         link = os.path.join(workdir, stem + ".pt")
         os.symlink(os.path.abspath(weights), link)
-        exported = UltralyticsYOLO(link).export(format="onnx", dynamic=True, simplify=True, device="cpu",
-                                                verbose=False)
+        with quiet_ultralytics():
+            exported = UltralyticsYOLO(link).export(format="onnx", dynamic=True, simplify=True, device="cpu")
         os.replace(exported, target)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    logger.info("Exported %s to ONNX in %.1f s", os.path.basename(weights), time.monotonic() - started)
     remove_stale_exports(stem, keep=target)
     return target
 
