@@ -5,13 +5,16 @@ import os
 
 import numpy as np
 import pytest
+import requests
 
 import synthetic
+from helpers import PYTHON, read_log, serve_in_process, wait_until
 from label_studio_ml.exceptions import MLBackendError
 from utils.models import LoadedModel, registry
 from utils.runtimes import choose_runtime, exports_dir, quiet_ultralytics
 from yolo_helpers import mask_iou
 
+YOLO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = [synthetic.HELDOUT_SEED_START + 40 + i for i in range(4)]
 
 
@@ -162,3 +165,15 @@ def test_registry_keeps_one_model_per_runtime(yolo_env, model_root, monkeypatch)
     assert served.runtime == "onnx"
     assert registry.get(path, "cpu", pytorch=True).runtime == "torch"  # for code inside the network
     assert registry.get(path, "cpu") is served
+
+
+def test_preload_models_loads_them_at_start_up_and_logs_the_ones_it_cannot(model_root, tmp_path):
+    env = {"MODEL_ROOT": model_root, "MODEL_DIR": str(tmp_path / "model_dir"), "LABEL_STUDIO_CHECK": "false",
+           "PRELOAD_MODELS": "shapes-det.pt, missing.pt", "DEVICE": "cpu", "YOLO_RUNTIME": "auto"}
+    log = str(tmp_path / "server.log")
+    with serve_in_process([PYTHON, "_wsgi.py", "-p", "{port}", "--host", "127.0.0.1"], env=env, cwd=YOLO_DIR,
+                          log_path=log) as (base, _):
+        loaded = wait_until(lambda: requests.get(base + "/health", timeout=5).json()["loaded_models"], 60)
+        assert loaded == ["shapes-det.pt@cpu/onnx"]  # without any /predict
+        wait_until(lambda: "PRELOAD_MODELS: missing.pt not loaded" in read_log(log, 0), 30)
+        assert requests.get(base + "/health", timeout=5).status_code == 200

@@ -213,3 +213,24 @@ class ModelRegistry:
 
 
 registry = ModelRegistry()
+
+
+def preload(names: List[str]) -> None:
+    """Load (and on a CPU export) the named weights now, one after another, so that the first
+    requests do not wait for it; a name that fails is logged and skipped."""
+    for name in names:
+        try:
+            registry.get(resolve_model_path(name))
+        except Exception as exc:  # a preload must never take the server down
+            logger.error("PRELOAD_MODELS: %s not loaded: %s", name, getattr(exc, "detail", exc))
+
+
+def start_preloading() -> Optional[threading.Thread]:
+    """`PRELOAD_MODELS` (comma-separated weights in MODEL_ROOT) loaded in a background thread of
+    this process; None when it is not set."""
+    names = [n.strip() for n in os.getenv("PRELOAD_MODELS", "").split(",") if n.strip()]
+    if not names:
+        return None
+    thread = threading.Thread(target=preload, args=(names,), name="preload-models", daemon=True)
+    thread.start()
+    return thread
