@@ -7,10 +7,14 @@ come from anyone. When the backend knows Label Studio (`LABEL_STUDIO_URL` and
 `LABEL_STUDIO_API_KEY`), it takes nothing from such a body but ids: the annotation, its task and
 its project's labeling config are read from Label Studio's API, and a webhook Label Studio does not
 confirm (an annotation it has no record of, a deletion of one it still has) is refused with a 403.
+What this can confirm: that the annotation exists in a Label Studio the API key can read (any of
+its projects), or for a deletion, that (the first `MAX_CHECKED_DELETIONS` of) the ids are gone.
 Without those settings the body is used as sent (a warning says so once).
 """
 
+import functools
 import logging
+import re
 from typing import Any, Optional
 
 from .exceptions import BadRequest, FailedDependency, Forbidden
@@ -20,52 +24,65 @@ from .utils import env_float
 logger = logging.getLogger(__name__)
 
 _warned_unverified = False
+# A bulk deletion lists many ids: so many API calls per unauthenticated request at the most.
+MAX_CHECKED_DELETIONS = 10
 
 
-def label_studio_client():
-    """An SDK client for the configured Label Studio, or None when URL or API key is missing.
-    Legacy tokens and Personal Access Tokens both work (the SDK refreshes the latter)."""
-    from label_studio_sdk.client import LabelStudio
-
+def label_studio_client(timeout: float = 60.0):
+    """An SDK client for the configured Label Studio (one per URL, key and timeout, reused), or
+    None when URL or API key is missing. Legacy tokens and Personal Access Tokens both work (the
+    SDK refreshes the latter)."""
     base_url, api_key = label_studio_url(), label_studio_api_key()
     if not base_url or not api_key:
         return None
-    return LabelStudio(base_url=base_url, api_key=api_key, timeout=env_float("MEDIA_READ_TIMEOUT", 30.0))
+    return _client(base_url, api_key, timeout)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(base_url: str, api_key: str, timeout: float):
+    from label_studio_sdk.client import LabelStudio
+
+    return LabelStudio(base_url=base_url, api_key=api_key, timeout=timeout)
 
 
 def _as_dict(item: Any) -> dict:
     return item.model_dump(mode="json") if hasattr(item, "model_dump") else dict(item)
 
 
-def _fetch(what: str, getter, object_id) -> Optional[dict]:
-    """The object from Label Studio, None if it answers 404; 424 when it cannot be asked."""
+def _fetch(what: str, getter, object_id, **query) -> Optional[dict]:
+    """The object from Label Studio, None if it answers 404; 424 when it cannot be asked (the
+    details go to the log, not to the unauthenticated caller)."""
     from label_studio_sdk.core.api_error import ApiError
 
+    options = {"additional_query_parameters": query} if query else None
     try:
-        return _as_dict(getter(object_id))
+        return _as_dict(getter(object_id, request_options=options))
     except ApiError as exc:
         if exc.status_code == 404:
             return None
-        raise FailedDependency(f"Label Studio answered HTTP {exc.status_code} when asked for {what} {object_id}; "
-                               "the webhook cannot be confirmed") from exc
+        failure = f"HTTP {exc.status_code}"
     except Exception as exc:  # connection refused, timeout, ...
-        raise FailedDependency(f"Label Studio at {label_studio_url()} could not be asked for {what} {object_id} "
-                               f"({type(exc).__name__}: {exc}); the webhook cannot be confirmed") from exc
+        failure = type(exc).__name__
+        logger.warning("Label Studio at %s could not be asked for %s %s: %s", label_studio_url(), what, object_id, exc)
+    raise FailedDependency(f"Label Studio could not be asked for {what} {object_id} ({failure}); "
+                           "the webhook cannot be confirmed")
 
 
 def _object_id(value: Any, what: str) -> int:
     if isinstance(value, dict):
         value = value.get("id")
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
-        raise BadRequest(f"Webhook body must carry the {what}'s numeric 'id'")
-    return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value):
+        return int(value)
+    raise BadRequest(f"Webhook body must carry the {what}'s numeric 'id'")
 
 
 def confirmed_annotation_event(event: str, data: dict) -> dict:
     """`data` of an unauthenticated annotation webhook, with its annotation, task and project
     replaced by what Label Studio's API holds (see the module docstring)."""
     global _warned_unverified
-    client = label_studio_client()
+    client = label_studio_client(timeout=env_float("MEDIA_READ_TIMEOUT", 30.0))
     if client is None:
         if not _warned_unverified:
             _warned_unverified = True
@@ -78,23 +95,26 @@ def confirmed_annotation_event(event: str, data: dict) -> dict:
         annotations = data.get("annotations")
         if not isinstance(annotations, list) or not annotations:
             raise BadRequest("ANNOTATIONS_DELETED must carry 'annotations', a list of {'id': ...}")
-        for annotation in annotations:
-            annotation_id = _object_id(annotation, "annotation")
+        ids = [_object_id(annotation, "annotation") for annotation in annotations]
+        for annotation_id in ids[:MAX_CHECKED_DELETIONS]:
             if _fetch("annotation", client.annotations.get, annotation_id) is not None:
                 raise Forbidden(f"Label Studio still holds annotation {annotation_id}: deletion not confirmed")
+        confirmed = {"annotations": [{"id": annotation_id} for annotation_id in ids]}
         project_id = _object_id(data.get("project"), "project")
     else:
         annotation_id = _object_id(data.get("annotation"), "annotation")
         annotation = _fetch("annotation", client.annotations.get, annotation_id)
         if annotation is None:
             raise Forbidden(f"Label Studio has no annotation {annotation_id}: webhook not confirmed")
-        task = _fetch("task", client.tasks.get, str(_object_id(annotation.get("task"), "task")))
+        # resolve_uri=false: cloud storage URIs as stored (s3://...), as the webhook carries them,
+        # not Label Studio's relative /tasks/<id>/resolve/ proxy links
+        task = _fetch("task", client.tasks.get, str(_object_id(annotation.get("task"), "task")), resolve_uri=False)
         if task is None:
             raise Forbidden(f"Label Studio has no task for annotation {annotation_id}: webhook not confirmed")
+        confirmed = {"annotation": annotation, "task": task}
         project_id = _object_id(annotation.get("project") or task.get("project"), "project")
-        data = dict(data, annotation=annotation, task=task)
     project = _fetch("project", client.projects.get, project_id)
     if project is None:
         raise Forbidden(f"Label Studio has no project {project_id}: webhook not confirmed")
     logger.info("%s for project %s confirmed by Label Studio", event, project_id)
-    return dict(data, project=dict(project, id=project_id))
+    return dict(confirmed, project=dict(project, id=project_id))

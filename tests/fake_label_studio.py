@@ -80,7 +80,13 @@ def make_fake_label_studio():
 
     @app.get("/api/tasks/<int:object_id>/")
     def task(object_id):
-        return stored("tasks", object_id)
+        answer, status = stored("tasks", object_id)
+        if status == 200 and request.args.get("resolve_uri", "true").lower() != "false":
+            # like Label Studio: storage URIs become its relative proxy links by default
+            data = {key: f"/tasks/{object_id}/resolve/?fileuri={value}" if str(value).startswith("s3://") else value
+                    for key, value in answer.get_json()["data"].items()}
+            return jsonify(dict(answer.get_json(), data=data)), 200
+        return answer, status
 
     @app.get("/api/projects/<int:object_id>/")
     def project(object_id):

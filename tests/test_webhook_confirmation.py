@@ -27,7 +27,7 @@ def label_studio(model_dir, monkeypatch):
     app = make_fake_label_studio()
     state = app.config["state"]
     state["annotations"][8] = {"id": 8, "task": 10, "project": 5, "result": stored_result("real")}
-    state["tasks"][10] = {"id": 10, "project": 5, "data": {"text": "stored text"}}
+    state["tasks"][10] = {"id": 10, "project": 5, "data": {"text": "stored text", "video": "s3://bucket/v.mp4"}}
     state["projects"][5] = {"id": 5, "title": "p", "label_config": STORED_CONFIG}
     with serve_in_thread(app) as base:
         monkeypatch.setenv("LABEL_STUDIO_URL", base)
@@ -64,7 +64,7 @@ def test_unauthenticated_webhook_trains_on_what_label_studio_holds(label_studio,
     assert response.json() == {"result": None, "status": "ok"}
     fit = last_fit()
     assert fit["annotation"]["result"] == stored_result("real")
-    assert fit["task"]["data"] == {"text": "stored text"}
+    assert fit["task"]["data"] == {"text": "stored text", "video": "s3://bucket/v.mp4"}  # storage URIs as stored
     assert fit["label_config"] == STORED_CONFIG
     assert label_studio["reads"] == 3  # annotation, task, project
 
@@ -88,9 +88,17 @@ def test_deletion_is_confirmed_only_when_label_studio_no_longer_holds_the_annota
     assert EchoModel(project_id="5").get("last_event") == "ANNOTATIONS_DELETED"
 
 
+def test_a_bulk_deletion_costs_a_bounded_number_of_label_studio_calls(label_studio, backend):
+    deletion = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": i} for i in range(100, 400)],
+                "project": {"id": 5}}
+    assert requests.post(backend + "/webhook", json=deletion).status_code == 201
+    assert label_studio["reads"] == 10 + 1  # MAX_CHECKED_DELETIONS annotations, the project
+
+
 @pytest.mark.parametrize("body, needle", [
     ({"action": "ANNOTATION_CREATED", "project": {"id": 5}}, "annotation's numeric 'id'"),
     ({"action": "ANNOTATION_CREATED", "annotation": {"id": "8; drop"}, "project": {"id": 5}}, "annotation's numeric 'id'"),
+    ({"action": "ANNOTATION_CREATED", "annotation": {"id": "\u00b2"}, "project": {"id": 5}}, "annotation's numeric 'id'"),
     ({"action": "ANNOTATIONS_DELETED", "annotations": "8", "project": {"id": 5}}, "a list of {'id': ...}"),
 ])
 def test_malformed_unauthenticated_webhooks_are_400(label_studio, backend, body, needle):

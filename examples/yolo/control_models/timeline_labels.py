@@ -21,8 +21,9 @@ import numpy as np
 from control_models.base import ControlModel
 from label_studio_ml.exceptions import BadRequest, LabelConfigError
 from label_studio_ml.utils import parse_bool
+from utils.files import exclusive
 from utils.models import LoadedModel, batch_size, resolve_in_root
-from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name, exclusive,
+from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name,
                                        feature_cache_path, load_cached_features, merge_columns,
                                        ranges_to_multihot, save_cached_features, timeline_regions)
 from utils.video import VideoFrames, file_digest, frame_rate_attr

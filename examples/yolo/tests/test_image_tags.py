@@ -96,6 +96,20 @@ def test_debug_plot_saves_the_newest_drawn_images_under_model_dir(yolo_server, i
     assert np.abs(newest.astype(int) - image.astype(int)).max() > 100  # boxes drawn on it
 
 
+def test_a_debug_plot_that_cannot_be_written_does_not_fail_the_prediction(yolo_server, images_dir, yolo_env,
+                                                                          monkeypatch, caplog):
+    config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
+                          f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
+    tasks, truths = write_scenes(images_dir, synthetic.detection_scene, seeds=SEEDS[:1])
+    (yolo_env / "model_dir").mkdir(exist_ok=True)
+    (yolo_env / "model_dir" / "debug-plots").write_text("a file where the directory should be")
+    monkeypatch.setenv("DEBUG_PLOT", "true")
+    with caplog.at_level(logging.WARNING, logger="utils.debug_plots"):
+        (prediction,) = results_of(predict(yolo_server, config, tasks))
+    assert len(prediction["result"]) == len(truths[0][1]) and "error" not in prediction
+    assert "Debug plot of <label> not saved" in caplog.text
+
+
 def test_label_mapping_predicted_values_and_case(yolo_server, images_dir):
     config = image_config('<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
                           '<Label value="Round" predicted_values="circle"/><Label value="SQUARE"/>'

@@ -11,7 +11,7 @@ import synthetic
 from helpers import PYTHON, read_log, serve_in_process, wait_until
 from label_studio_ml.exceptions import MLBackendError
 from utils.models import LoadedModel, registry
-from utils.runtimes import choose_runtime, exports_dir, quiet_ultralytics
+from utils.runtimes import choose_runtime, export_key, exports_dir, onnx_export, quiet_ultralytics
 from yolo_helpers import mask_iou
 
 YOLO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,26 +81,30 @@ def test_export_is_cached_under_model_dir_and_model_root_is_untouched(yolo_env, 
     path = os.path.join(model_root, "shapes-det.pt")
     root_before = sorted(os.listdir(model_root))
     LoadedModel(path, "cpu", "onnx")
-    (export,) = os.listdir(exports_dir())  # the export only: no temporary directory left behind
-    assert export.startswith("shapes-det-") and export.endswith(".onnx")
+    key = export_key(path)
+    export = next(n for n in os.listdir(exports_dir()) if n.endswith(".onnx"))
+    assert export.startswith("shapes-det-")
+    # the export and its lock file only: no temporary directory left behind
+    assert sorted(os.listdir(exports_dir())) == sorted([export, key + ".lock"])
     first_write = os.stat(os.path.join(exports_dir(), export)).st_mtime_ns
 
     again = LoadedModel(path, "cpu", "onnx")
     assert again.runtime == "onnx"
-    assert os.listdir(exports_dir()) == [export]
+    assert sorted(os.listdir(exports_dir())) == sorted([export, key + ".lock"])
     assert os.stat(os.path.join(exports_dir(), export)).st_mtime_ns == first_write  # not exported again
     assert sorted(os.listdir(model_root)) == root_before
 
 
 def test_a_new_export_removes_the_exports_of_earlier_weights_of_that_file(yolo_env, model_root):
     os.makedirs(exports_dir())
-    stale = "shapes-det-0123456789abcdef-ultralytics8.3.0.onnx"  # the file's earlier content
-    other = "shapes-det2-0123456789abcdef-ultralytics8.3.0.onnx"  # another weights file
+    path = os.path.join(model_root, "shapes-det.pt")
+    stale = f"{export_key(path)}-0123456789abcdef-ultralytics8.3.0.onnx"  # the file's earlier content
+    other = f"{export_key(path + '2')}-0123456789abcdef-ultralytics8.3.0.onnx"  # another weights file
     for name in (stale, other):
         with open(os.path.join(exports_dir(), name), "wb") as file:
             file.write(b"old export")
-    LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx")
-    names = sorted(os.listdir(exports_dir()))
+    LoadedModel(path, "cpu", "onnx")
+    names = [n for n in os.listdir(exports_dir()) if n.endswith(".onnx")]
     assert stale not in names and other in names and len(names) == 2
 
 
@@ -111,10 +115,47 @@ def test_failed_export_falls_back_to_pytorch(yolo_env, model_root, caplog):
     with caplog.at_level(logging.WARNING, logger="utils.models"):
         model = LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx")
     assert model.runtime == "torch"
-    assert "ONNX export failed" in caplog.text and "PyTorch serves it instead" in caplog.text
+    assert "no ONNX Runtime model" in caplog.text and "PyTorch serves it instead" in caplog.text
     image, objects = synthetic.detection_scene(SEEDS[0])
     (result,) = model.predict([image])
     assert len(result.boxes) == len(objects)
+
+
+def test_an_export_that_does_not_load_is_discarded_and_pytorch_serves(yolo_env, model_root, caplog):
+    path = os.path.join(model_root, "shapes-det.pt")
+    export = onnx_export(path)
+    with open(export, "wb") as file:
+        file.write(b"not an ONNX model")
+    with caplog.at_level(logging.WARNING, logger="utils.models"):
+        model = LoadedModel(path, "cpu", "onnx")
+    assert model.runtime == "torch" and "PyTorch serves it instead" in caplog.text
+    assert not os.path.exists(export)
+    image, objects = synthetic.detection_scene(SEEDS[0])
+    assert len(model.predict([image])[0].boxes) == len(objects)
+    assert LoadedModel(path, "cpu", "onnx").runtime == "onnx"  # exported anew
+
+
+def test_same_file_names_in_two_folders_are_two_exports(yolo_env, model_root, tmp_path):
+    root = tmp_path / "root"
+    for folder, weights in (("a", "shapes-det.pt"), ("b", "shapes-seg.pt")):
+        (root / folder).mkdir(parents=True)
+        os.symlink(os.path.join(model_root, weights), root / folder / "best.pt")
+    first = LoadedModel(str(root / "a" / "best.pt"), "cpu", "onnx")
+    second = LoadedModel(str(root / "b" / "best.pt"), "cpu", "onnx")
+    assert len([n for n in os.listdir(exports_dir()) if n.endswith(".onnx")]) == 2
+    image, objects = synthetic.detection_scene(SEEDS[0])
+    assert len(first.predict([image])[0].boxes) == len(objects)  # its export is still there
+    assert second.predict([image])[0].masks is not None
+
+
+def test_concurrent_loads_export_once(yolo_env, model_root, caplog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = os.path.join(model_root, "shapes-pose.pt")
+    with caplog.at_level(logging.INFO, logger="utils.runtimes"), ThreadPoolExecutor(3) as pool:
+        exports = list(pool.map(lambda _: onnx_export(path), range(3)))
+    assert len(set(exports)) == 1 and os.path.isfile(exports[0])
+    assert caplog.text.count("Exported shapes-pose.pt to ONNX") == 1
 
 
 def test_quiet_ultralytics_drops_only_this_threads_info_lines():

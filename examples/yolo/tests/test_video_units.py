@@ -10,6 +10,7 @@ import yaml
 
 import synthetic_video
 from label_studio_ml.exceptions import LabelConfigError
+from utils import files
 from utils import timeline_classifier as tc
 from utils import tracking
 from utils.video import UnreadableVideo, VideoFrames, file_digest
@@ -265,14 +266,14 @@ def test_spec_differences():
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = str(tmp_path / "f.bin")
-    tc.atomic_write(path, lambda f: f.write(b"old"))
+    files.atomic_write(path, lambda f: f.write(b"old"))
 
     def broken(f):
         f.write(b"half")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        tc.atomic_write(path, broken)
+        files.atomic_write(path, broken)
     assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["f.bin"]
 
 
@@ -284,12 +285,12 @@ def test_exclusive_makes_another_process_wait(tmp_path):
 
     target = str(tmp_path / "classifier.pt")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from utils.timeline_classifier import exclusive\n"
+        "import sys, time; from utils.files import exclusive\n"
         f"with exclusive({target!r}):\n"
         "    print('locked', flush=True); time.sleep(1.5); print(repr(time.time()), flush=True)\n")],
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    with tc.exclusive(target):
+    with files.exclusive(target):
         acquired = time.time()
     released = float(holder.stdout.readline())
     assert holder.wait(10) == 0

@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+from typing import Optional
 
 import cv2
 
@@ -24,31 +25,48 @@ _prune_lock = threading.Lock()
 
 
 def enabled() -> bool:
-    return env_bool("DEBUG_PLOT", False)
+    try:
+        return env_bool("DEBUG_PLOT", False)
+    except ValueError:
+        logger.warning("DEBUG_PLOT=%r is not true/false: no debug plots", os.getenv("DEBUG_PLOT"))
+        return False
 
 
 def plots_dir() -> str:
     return os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "debug-plots")
 
 
-def save_debug_plot(result, control_name: str) -> str:
-    """Write `result.plot()` to a new file; returns its path."""
+def save_debug_plot(result, control_name: str) -> Optional[str]:
+    """Write `result.plot()` to a new file; its path, or None when that failed (logged: a debug
+    aid never fails a prediction)."""
     directory = plots_dir()
-    os.makedirs(directory, exist_ok=True)
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", control_name)[:60]
-    path = os.path.join(directory, f"{time.strftime('%Y%m%d-%H%M%S')}-{next(_counter):06d}-{safe_name}.jpg")
-    cv2.imwrite(path, result.plot())
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_counter):06d}-{safe_name}.jpg"
+    path = os.path.join(directory, name)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if not cv2.imwrite(path, result.plot()):
+            raise OSError("cv2.imwrite wrote nothing")
+        _prune(directory, max(1, env_int("DEBUG_PLOT_KEEP", 200)))
+    except Exception as exc:
+        logger.warning("Debug plot of <%s> not saved to %s: %s: %s", control_name, path, type(exc).__name__, exc)
+        return None
     logger.info("Debug plot of <%s>: %s", control_name, path)
-    _prune(directory, max(1, env_int("DEBUG_PLOT_KEEP", 200)))
     return path
 
 
 def _prune(directory: str, keep: int) -> None:
+    """Remove all but the newest `keep` plots (another worker may be removing some meanwhile)."""
     with _prune_lock:
-        files = sorted((entry for entry in os.scandir(directory) if entry.name.endswith(".jpg")),
-                       key=lambda entry: (entry.stat().st_mtime_ns, entry.name))
-        for entry in files[:-keep]:
+        plots = []
+        for entry in os.scandir(directory):
+            if entry.name.endswith(".jpg"):
+                try:
+                    plots.append((entry.stat().st_mtime_ns, entry.name, entry.path))
+                except FileNotFoundError:
+                    pass
+        for _, _, path in sorted(plots)[:-keep]:
             try:
-                os.remove(entry.path)
-            except OSError:
+                os.remove(path)
+            except FileNotFoundError:
                 pass

@@ -16,9 +16,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
+
 from label_studio_ml.exceptions import FailedDependency, LabelConfigError
 from label_studio_ml.utils import env_int
-from utils.runtimes import choose_runtime, onnx_export
+from utils.runtimes import choose_runtime, discard, onnx_export
 
 logger = logging.getLogger(__name__)
 
@@ -136,21 +138,29 @@ class LoadedModel:
 
     def _for_runtime(self, weights, runtime: str) -> tuple:
         """(runtime name, Ultralytics model that runs it): the loaded weights themselves, or their
-        ONNX export; the weights (PyTorch) when the export fails."""
+        ONNX export; the weights (PyTorch) when the export fails or does not load."""
         if runtime != "onnx":
             return runtime, weights
         from ultralytics import YOLO as UltralyticsYOLO
 
+        export = None
         try:
-            exported = UltralyticsYOLO(onnx_export(self.path), task=self.task)
+            export = onnx_export(self.path)
+            exported = UltralyticsYOLO(export, task=self.task)
+            # PyTorch weights predict at the image size they were trained at; a dynamic export
+            # would otherwise use Ultralytics' default of 640.
+            if "imgsz" in weights.overrides:
+                exported.overrides["imgsz"] = weights.overrides["imgsz"]
+            # Ultralytics opens the ONNX Runtime session on the first predict: open it now, so that
+            # a file that does not load falls back here instead of failing every request.
+            blank = np.zeros((32, 32, 3), np.uint8)
+            self.run(lambda _: exported.predict(blank, device=self.device, verbose=False), exported)
         except Exception as exc:
-            logger.warning("%s: ONNX export failed (%s: %s); PyTorch serves it instead", self.name,
+            logger.warning("%s: no ONNX Runtime model (%s: %s); PyTorch serves it instead", self.name,
                            type(exc).__name__, exc)
+            if export is not None:
+                discard(export)  # exported again on the next load
             return "torch", weights
-        # PyTorch weights predict at the image size they were trained at; a dynamic export would
-        # otherwise use Ultralytics' default of 640.
-        if "imgsz" in weights.overrides:
-            exported.overrides["imgsz"] = weights.overrides["imgsz"]
         return "onnx", exported
 
     def predict(self, images: list, **kwargs) -> list:
@@ -177,10 +187,10 @@ class LoadedModel:
 
         return self.run(work)
 
-    def run(self, work: Callable):
-        """`work(ultralytics_model)` on the device's inference thread; its result or its exception.
-        `work` must not call `run` itself (one thread: it would wait for itself)."""
-        return inference_thread(self.device).submit(work, self.model).result()
+    def run(self, work: Callable, model=None):
+        """`work(ultralytics_model)` (default: this one's) on the device's inference thread; its
+        result or its exception. `work` must not call `run` itself (one thread: it would wait for itself)."""
+        return inference_thread(self.device).submit(work, self.model if model is None else model).result()
 
 
 class ModelRegistry:

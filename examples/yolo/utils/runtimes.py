@@ -1,18 +1,19 @@
 """Which engine runs a model's forward pass, and the exported copies that needs.
 
-On a CPU, ONNX Runtime runs the same YOLO network 2-3x faster than PyTorch (nano pose model,
-2-core EPYC: 18 ms against 45 ms per image; README "Performance"). So by default
-(`YOLO_RUNTIME=auto`) PyTorch weights served on a CPU are exported once to ONNX and run by ONNX
+On a CPU, ONNX Runtime runs the same YOLO network 2-2.5x faster than PyTorch (nano pose model,
+2-core EPYC; README "Performance"). So by default (`YOLO_RUNTIME=auto`) PyTorch weights served on a CPU are exported once to ONNX and run by ONNX
 Runtime through Ultralytics' own backend: the same pre- and post-processing, outputs equal to
 PyTorch's up to float rounding. The export has dynamic batch and image sizes, so rectangular
 letterboxing and batching work as with PyTorch. It is cached under `MODEL_DIR/exports`, named by
-the weights' content and the Ultralytics version, so a changed file or a new Ultralytics exports
-anew, and several workers or restarts export once. If the export fails, PyTorch serves (logged).
+the weights' path and content and the Ultralytics version, so a changed file or a new Ultralytics
+exports anew, and several workers or restarts export once. If the export fails, or its file does
+not load in ONNX Runtime, PyTorch serves (logged).
 
 `YOLO_RUNTIME=torch` keeps PyTorch everywhere; `onnx` asks for ONNX Runtime on any device (for
 CUDA this needs onnxruntime-gpu). Weights that are not `.pt` files are served as they are.
 """
 
+import glob
 import hashlib
 import logging
 import os
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from typing import Optional
 
 from label_studio_ml.exceptions import MLBackendError
+from utils.files import exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -91,24 +93,44 @@ def quiet_ultralytics():
         ultralytics_logger.removeFilter(keep)
 
 
-def onnx_export(weights: str) -> str:
-    """Path of the ONNX export of `weights`, exporting it first when the cache has none."""
-    import ultralytics
-    from ultralytics import YOLO as UltralyticsYOLO
-
+def export_key(weights: str) -> str:
+    """`<stem>-<hash of its path>`: what names one weights file among the exports (two `best.pt`
+    in different folders of MODEL_ROOT are two files)."""
     stem = os.path.splitext(os.path.basename(weights))[0]
+    return f"{stem}-{hashlib.sha256(os.path.abspath(weights).encode()).hexdigest()[:8]}"
+
+
+def onnx_export(weights: str) -> str:
+    """Path of the ONNX export of `weights`, exporting it first when the cache has none. One
+    process at a time exports a given weights file; the others wait and take its export."""
+    import ultralytics
+
+    key = export_key(weights)
     target_dir = exports_dir()
-    target = os.path.join(target_dir, f"{stem}-{content_digest(weights)}-ultralytics{ultralytics.__version__}.onnx")
+    target = os.path.join(target_dir, f"{key}-{content_digest(weights)}-ultralytics{ultralytics.__version__}.onnx")
     if os.path.isfile(target):
         return target
     os.makedirs(target_dir, exist_ok=True)
+    with exclusive(os.path.join(target_dir, key)):
+        if not os.path.isfile(target):  # not exported by another worker while this one waited
+            _export(weights, key, target)
+            remove_stale_exports(key, keep=target)
+    return target
+
+
+def _export(weights: str, key: str, target: str) -> None:
+    from ultralytics import YOLO as UltralyticsYOLO
+
+    target_dir = os.path.dirname(target)
+    for leftover in glob.glob(os.path.join(target_dir, key + ".tmp-*")):  # of an export that crashed
+        shutil.rmtree(leftover, ignore_errors=True)
     logger.info("Exporting %s to ONNX for CPU inference (once; cached as %s)", os.path.basename(weights), target)
     # Ultralytics writes the export next to the weights it loaded: a link in a private directory
-    # keeps MODEL_ROOT untouched and lets concurrent exporters (other workers) not collide.
-    workdir = tempfile.mkdtemp(prefix=f"{stem}-", dir=target_dir)
+    # keeps MODEL_ROOT untouched.
+    workdir = tempfile.mkdtemp(prefix=key + ".tmp-", dir=target_dir)
     started = time.monotonic()
     try:
-        link = os.path.join(workdir, stem + ".pt")
+        link = os.path.join(workdir, os.path.basename(weights))
         os.symlink(os.path.abspath(weights), link)
         with quiet_ultralytics():
             exported = UltralyticsYOLO(link).export(format="onnx", dynamic=True, simplify=True, device="cpu")
@@ -116,20 +138,22 @@ def onnx_export(weights: str) -> str:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     logger.info("Exported %s to ONNX in %.1f s", os.path.basename(weights), time.monotonic() - started)
-    remove_stale_exports(stem, keep=target)
-    return target
 
 
-def remove_stale_exports(stem: str, keep: str) -> None:
+def remove_stale_exports(key: str, keep: str) -> None:
     """Exports of earlier contents of the same weights file (retrained, replaced), or made by an
     earlier Ultralytics: nothing loads them any more. Processes that still serve one keep working
     (ONNX Runtime read the file when it loaded it)."""
-    stale = re.compile(re.escape(stem) + r"-[0-9a-f]{16}-ultralytics[^/]*\.onnx")
+    stale = re.compile(re.escape(key) + r"-[0-9a-f]{16}-ultralytics[^/]*\.onnx")
     for name in os.listdir(os.path.dirname(keep)):
         path = os.path.join(os.path.dirname(keep), name)
         if stale.fullmatch(name) and path != keep:
             logger.info("Removing stale ONNX export %s", name)
-            try:
-                os.remove(path)
-            except OSError as exc:
-                logger.warning("Cannot remove stale export %s: %s", path, exc)
+            discard(path)
+
+
+def discard(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError as exc:
+        logger.warning("Cannot remove ONNX export %s: %s", path, exc)

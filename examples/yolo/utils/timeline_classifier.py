@@ -4,17 +4,16 @@ trainable per-frame classifier (a small bidirectional LSTM over YOLO features) a
 Frames are 1-based and ranges inclusive in Label Studio; arrays here are 0-based, one row per frame.
 """
 
-import fcntl
 import hashlib
 import logging
 import os
 import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -140,37 +139,6 @@ def feature_cache_path(video_digest: str, model_digest: str, video_name: str = "
     key = hashlib.blake2b(f"{FEATURE_FORMAT}:{video_digest}:{model_digest}".encode(), digest_size=16).hexdigest()
     prefix = "-".join(safe_name(os.path.splitext(n)[0])[:40] for n in (video_name, model_name) if n)
     return os.path.join(feature_cache_dir(), f"{prefix}-{key}.npy" if prefix else f"{key}.npy")
-
-
-def atomic_write(path: str, write) -> None:
-    """`write(file object)` into a temp file next to `path`, then rename it over `path`: readers
-    (other threads, processes) see the old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-@contextmanager
-def exclusive(path: str):
-    """Hold an exclusive lock on `path + ".lock"` (waiting for it): one writer of `path` at a time
-    among all threads and processes (gunicorn workers, RQ workers) on this machine. The lock file
-    stays: removing it would let a waiting process lock a file nobody else sees."""
-    lock_path = path + ".lock"
-    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
-    with open(lock_path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def load_cached_features(path: str) -> Optional[np.ndarray]:
