@@ -61,10 +61,17 @@ def per_image(run, images: int, rounds: int) -> float:
     return statistics.median(timings)
 
 
-def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, rounds: int) -> float:
-    """The floor: the plain Ultralytics model (PyTorch, or the ONNX export as the server loads it)."""
+def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, rounds: int) -> tuple:
+    """The floor: the plain Ultralytics model (PyTorch, or the ONNX export as the server loads it),
+    one image per call; and the same model on batches of up to 8 images of one size (the bus and
+    the zidane copies apart), which shows what batching alone gains on this device."""
     model = LoadedModel(weights, device, runtime).model
-    return per_image(lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths], len(paths), rounds)
+    one_by_one = per_image(lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths],
+                           len(paths), rounds)
+    same_size = [group[i:i + 8] for group in (paths[0::2], paths[1::2]) for i in range(0, len(group), 8)]
+    batched = per_image(lambda: [model.predict(batch, conf=0.5, device=device, verbose=False) for batch in same_size],
+                        len(paths), rounds)
+    return one_by_one, batched
 
 
 def ratios(seconds: float, floors: list) -> str:
@@ -94,8 +101,9 @@ def main(argv=None) -> int:
         os.environ["MODEL_DIR"] = model_dir  # where the ONNX export is cached, for the server too
         served_weights = os.path.join(root, os.path.basename(weights))
         runtime = choose_runtime(served_weights, args.device, args.runtime)
-        floors = [(name, raw_seconds_per_image(served_weights, name, paths, args.device, args.rounds))
-                  for name in dict.fromkeys([choose_runtime(served_weights, args.device, "torch"), runtime])]
+        raw = {name: raw_seconds_per_image(served_weights, name, paths, args.device, args.rounds)
+               for name in dict.fromkeys([choose_runtime(served_weights, args.device, "torch"), runtime])}
+        floors = [(name, one_by_one) for name, (one_by_one, _) in raw.items()]
         env = {"MODEL_ROOT": root, "MODEL_DIR": model_dir, "DEVICE": args.device, "YOLO_RUNTIME": args.runtime,
                "PREDICT_CONCURRENCY": str(args.clients)}
         with served_backend(env, workers=1, threads=args.clients, log_path=os.path.join(tmp, "server.log")) as (base, _):
@@ -118,8 +126,10 @@ def main(argv=None) -> int:
             served = requests.get(base + "/health", timeout=10).json()["loaded_models"]
 
     print(f"weights: {os.path.basename(weights)}, device: {args.device}, images: {len(paths)}, served as: {served}")
-    for name, floor in floors:
-        print(f"raw Ultralytics predict ({name}), one image per call: {floor * 1000:8.1f} ms/image")
+    for name, (one_by_one, batched) in raw.items():
+        print(f"raw Ultralytics predict ({name}), one image per call: {one_by_one * 1000:8.1f} ms/image")
+        print(f"raw Ultralytics predict ({name}), batches of 8:       {batched * 1000:8.1f} ms/image  "
+              f"ratio {batched / one_by_one:.3f}")
     print("ratios against each raw floor (per image; for clients: raw time / served time, i.e. capacity):")
     print(f"/predict sequential, 1 task per request: {sequential_s * 1000:8.1f} ms/image  {ratios(sequential_s, floors)}")
     print(f"/predict 8 tasks per request:            {batched_s * 1000:8.1f} ms/image  {ratios(batched_s, floors)}")
