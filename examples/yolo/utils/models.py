@@ -154,7 +154,7 @@ class LoadedModel:
             # Ultralytics opens the ONNX Runtime session on the first predict: open it now, so that
             # a file that does not load falls back here instead of failing every request.
             blank = np.zeros((32, 32, 3), np.uint8)
-            self.run(lambda _: exported.predict(blank, device=self.device, verbose=False), exported)
+            inference_thread(self.device).submit(exported.predict, blank, device=self.device, verbose=False).result()
         except Exception as exc:
             logger.warning("%s: no ONNX Runtime model (%s: %s); PyTorch serves it instead", self.name,
                            type(exc).__name__, exc)
@@ -187,10 +187,10 @@ class LoadedModel:
 
         return self.run(work)
 
-    def run(self, work: Callable, model=None):
-        """`work(ultralytics_model)` (default: this one's) on the device's inference thread; its
-        result or its exception. `work` must not call `run` itself (one thread: it would wait for itself)."""
-        return inference_thread(self.device).submit(work, self.model if model is None else model).result()
+    def run(self, work: Callable):
+        """`work(ultralytics_model)` on the device's inference thread; its result or its exception.
+        `work` must not call `run` itself (one thread: it would wait for itself)."""
+        return inference_thread(self.device).submit(work, self.model).result()
 
 
 class ModelRegistry:

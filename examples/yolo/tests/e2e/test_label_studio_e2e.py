@@ -56,15 +56,21 @@ def test_connect_model_runs_setup_and_registers_the_webhook(label_studio, yolo_b
     assert f"Label Studio at {label_studio.url} is reachable, legacy token accepted" in yolo_backend.log(0)
 
 
+def predicted_scenes(ls, backend, tmp_path, title, config, scene_fn):
+    """Synthetic scenes uploaded to a new project with the backend connected, predictions
+    retrieved; yields `(stored prediction, image, true objects)` per scene."""
+    scenes = write_scenes(tmp_path, scene_fn, title)
+    project_id, uploaded, _ = project_with_uploads(ls, backend, title, config, [p for p, _, _ in scenes.values()])
+    stored = retrieve_all(ls, backend, project_id)
+    for name, (_, image, objects) in scenes.items():
+        yield only_prediction(stored[uploaded[name]["id"]]), image, objects
+
+
 # ----- image control tags -------------------------------------------------------------------------
 
 def test_rectangle_labels_stored_for_uploaded_images(label_studio, yolo_backend, tmp_path):
-    scenes = write_scenes(tmp_path, synthetic.detection_scene, "det")
-    project_id, uploaded, _ = project_with_uploads(label_studio, yolo_backend, "boxes", DETECTION_CONFIG,
-                                                   [p for p, _, _ in scenes.values()])
-    stored = retrieve_all(label_studio, yolo_backend, project_id)
-    for name, (_, image, objects) in scenes.items():
-        prediction = only_prediction(stored[uploaded[name]["id"]])
+    for prediction, image, objects in predicted_scenes(label_studio, yolo_backend, tmp_path, "boxes",
+                                                       DETECTION_CONFIG, synthetic.detection_scene):
         height, width = image.shape[:2]
         assert prediction["model_version"] == VERSION
         regions = prediction["result"]
@@ -80,12 +86,9 @@ def test_polygons_and_brush_masks_stored(label_studio, yolo_backend, tmp_path):
         f'<PolygonLabels name="poly" toName="image" model_path="shapes-seg.pt">{labels(synthetic.SEGMENTATION_CLASSES)}'
         f'</PolygonLabels><BrushLabels name="brush" toName="image" model_path="shapes-seg.pt">'
         f'{labels(synthetic.SEGMENTATION_CLASSES)}</BrushLabels>')
-    scenes = write_scenes(tmp_path, synthetic.segmentation_scene, "seg")
-    project_id, uploaded, _ = project_with_uploads(label_studio, yolo_backend, "segmentation", config,
-                                                   [p for p, _, _ in scenes.values()])
-    stored = retrieve_all(label_studio, yolo_backend, project_id)
-    for name, (_, image, objects) in scenes.items():
-        regions = only_prediction(stored[uploaded[name]["id"]])["result"]
+    for prediction, image, objects in predicted_scenes(label_studio, yolo_backend, tmp_path, "segmentation",
+                                                       config, synthetic.segmentation_scene):
+        regions = prediction["result"]
         height, width = image.shape[:2]
         polygons = [r for r in regions if r["from_name"] == "poly"]
         brushes = [r for r in regions if r["from_name"] == "brush"]
@@ -115,13 +118,10 @@ def test_choices_stored(label_studio, yolo_backend, tmp_path):
 def test_oriented_boxes_stored(label_studio, yolo_backend, tmp_path):
     config = image_config('<RectangleLabels name="obb" toName="image" model_obb="true" model_path="shapes-obb.pt">'
                           f'{labels(synthetic.OBB_CLASSES)}</RectangleLabels>')
-    scenes = write_scenes(tmp_path, synthetic.obb_scene, "obb")
-    project_id, uploaded, _ = project_with_uploads(label_studio, yolo_backend, "obb", config,
-                                                   [p for p, _, _ in scenes.values()])
-    stored = retrieve_all(label_studio, yolo_backend, project_id)
-    for name, (_, image, objects) in scenes.items():
+    for prediction, image, objects in predicted_scenes(label_studio, yolo_backend, tmp_path, "obb", config,
+                                                       synthetic.obb_scene):
         height, width = image.shape[:2]
-        regions = only_prediction(stored[uploaded[name]["id"]])["result"]
+        regions = prediction["result"]
         assert all("rotation" in r["value"] for r in regions)
         assert_objects_found(regions, objects, lambda r, o: mask_iou(
             polygon_mask(rotated_region_corners_px(r["value"], width, height), width, height),
