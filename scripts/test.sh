@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up everything the tests need on this machine, then run all test suites.
+# Set up everything the tests need on this machine, then run all test suites, in the active
+# virtualenv or the repository's .venv (see scripts/python_env.sh).
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +12,6 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 bash scripts/install.sh --test
+source scripts/python_env.sh
 
-exec python -m pytest "$@"
+exec "$PYTHON" -m pytest "$@"

@@ -14,7 +14,8 @@ import requests
 from werkzeug.serving import make_server
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WIRE_SAMPLES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "ls_wire_samples")
+# Requests a real Label Studio 1.23.2 sent to a backend (see the README in that folder).
+WIRE_SAMPLES = os.path.join(REPO_ROOT, "tests", "data", "ls_wire_samples")
 
 
 def free_port() -> int:
