@@ -17,27 +17,32 @@ from typing import Any, Dict, List, Optional, Type
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .admission import InferenceGate
+from .admission import gate_from_env
 from . import jobs
-from .exceptions import BadRequest, MLBackendError, NotFound, Unauthorized
+from .exceptions import BadRequest, MLBackendError, NotFound, Overloaded, Unauthorized
+from .isolation import TaskFailed, run_isolated
 from .label_studio_api import confirmed_annotation_event
-from .media import check_label_studio_connection
+from .media import check_label_studio_connection, valid_label_studio_url
 from .metrics import RequestMetrics, to_prometheus
 from .model import LabelStudioMLBase
+from .request_body import parse_json_object, read_body, refuse_body
 from .response import normalize_predictions, task_error
-from .utils import env_bool, env_float, env_int, project_id_from
+from .utils import env_bool, env_int, project_id_from
 
 logger = logging.getLogger(__name__)
 
 # Label Studio sends these webhooks without the Basic auth header even when the user configured it.
 UNAUTHENTICATED_WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+# Endpoints that may hold a thread for long: admitted by the gate before their body is read.
+ADMITTED_ENDPOINTS = ("predict", "webhook", "train")
+# `model.predict(tasks, context=..., **params)`: params may not name its positional arguments
+# (`context` is taken out of params and passed by name).
+PREDICT_ARGUMENTS = frozenset({"self", "tasks"})
 
 
 def _json_body() -> Dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object")
-    return body
+    """The request's JSON object, read within a deadline and with a nesting limit (request_body.py)."""
+    return parse_json_object(read_body(request))
 
 
 def _error(status: int, detail: str, headers: Optional[dict] = None, tb: Optional[str] = None) -> Response:
@@ -68,11 +73,7 @@ class MLServer:
         self.auth_user = basic_auth_user or os.getenv("BASIC_AUTH_USER")
         self.auth_pass = basic_auth_pass or os.getenv("BASIC_AUTH_PASS")
         self.metrics = RequestMetrics()
-        self.gate = InferenceGate(
-            max_running=env_int("PREDICT_CONCURRENCY", 4),
-            max_waiting=env_int("PREDICT_QUEUE_SIZE", 64),
-            wait_timeout=env_float("PREDICT_QUEUE_TIMEOUT", 90.0),
-        )
+        self.gate = gate_from_env()
         self.debug = False
 
     # ----- helpers -----------------------------------------------------------------------------
@@ -104,14 +105,22 @@ class MLServer:
         schema = data.get("schema")
         if schema is not None and not isinstance(schema, str):
             raise BadRequest("'schema' must be the labeling config XML string")
+        hostname, access_token = data.get("hostname"), data.get("access_token")
+        if hostname not in (None, "") and not valid_label_studio_url(hostname):
+            raise BadRequest("'hostname' must be Label Studio's http(s) URL")
+        if access_token is not None and not isinstance(access_token, str):
+            raise BadRequest("'access_token' must be a string")
         model = self.new_model(data["project"], schema)
         extra_params = data.get("extra_params")
         if extra_params:
             model.set_extra_params(extra_params)
-        model.set_label_studio_access(data.get("hostname"), data.get("access_token"))
+        model.set_label_studio_access(hostname, access_token)
         return jsonify({"model_version": str(model.model_version)})
 
     def predict(self):
+        """One entry in `results` per task, in order. A problem with a task (no `data`, missing
+        media, the model failing on it) is reported in that task's entry, whatever the number of
+        tasks; only a bad request or a labeling config that cannot be served fails the request."""
         data = _json_body()
         tasks = data.get("tasks")
         if not isinstance(tasks, list):
@@ -122,22 +131,25 @@ class MLServer:
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("'params' must be a JSON object")
+        taken = sorted(set(params) & PREDICT_ARGUMENTS)
+        if taken:
+            raise BadRequest(f"'params' must not hold {', '.join(map(repr, taken))}: predict() takes it from the request itself")
         params = dict(params)
         context = params.pop("context", None) or None
         if not tasks:
             return jsonify({"results": []})
 
         problems = [_task_problem(task, i) for i, task in enumerate(tasks)]
-        if all(problems):
-            raise BadRequest("; ".join(problems))
-
         with self.gate.slot():
             model = self.new_model(data.get("project"), label_config)
+            if not model.label_config:
+                raise BadRequest(f"No labeling config for project '{model.project_id}': call /setup first "
+                                 "(Label Studio does when a model is connected) or send 'label_config' with /predict")
             version = str(model.model_version)
             valid = [task for task, problem in zip(tasks, problems) if not problem]
             queued = self._enqueue_long_tasks(model, valid, params, version) if jobs.enabled() else {}
             now = [task for task in valid if id(task) not in queued]
-            predictions = self._predict_isolated(model, now, context, params, version) if now else []
+            predictions = self._predict_in_turns(model, now, context, params, version)
 
         results, it = [], iter(predictions)
         for task, problem in zip(tasks, problems):
@@ -172,28 +184,24 @@ class MLServer:
             queued[id(task)] = job_id
         return queued
 
+    def _predict_in_turns(self, model, tasks: List[dict], context, params, version: str) -> List[dict]:
+        """Predict `tasks` in chunks of `PREDICT_CHUNK_SIZE` (32): between chunks the gate lets
+        requests that wait run first, so a request of 10,000 tasks neither starves the others nor
+        holds more than one chunk's media at a time."""
+        size = max(1, env_int("PREDICT_CHUNK_SIZE", 32))
+        predictions = []
+        for start in range(0, len(tasks), size):
+            if start:
+                self.gate.take_turn()
+            predictions.extend(self._predict_isolated(model, tasks[start:start + size], context, params, version))
+        return predictions
+
     def _predict_isolated(self, model, tasks: List[dict], context, params, version: str) -> List[dict]:
-        """Predict a batch; if the model fails on a batch, retry task by task so one bad task
-        costs only its own prediction (request-level errors such as a bad config still fail all)."""
-        try:
-            return self._call_predict(model, tasks, context, params, version)
-        except BadRequest:
-            raise
-        except Exception as exc:
-            if len(tasks) == 1:
-                raise
-            logger.warning("Batch of %d tasks failed (%s); predicting task by task", len(tasks), exc)
-        results = []
-        for task in tasks:
-            try:
-                results.extend(self._call_predict(model, [task], context, params, version))
-            except BadRequest:
-                raise
-            except Exception as exc:
-                detail = exc.detail if isinstance(exc, MLBackendError) else f"{type(exc).__name__}: {exc}"
-                logger.error("Task %s failed: %s", task.get("id"), detail, exc_info=logger.isEnabledFor(logging.DEBUG))
-                results.append(task_error(version, detail))
-        return results
+        """Predict a batch; if the model fails on it, task by task (label_studio_ml/isolation.py)."""
+        outcomes = run_isolated(lambda batch: self._call_predict(model, batch, context, params, version), tasks,
+                                what=lambda task: f"Task {task.get('id')}")
+        return [task_error(version, outcome.detail) if isinstance(outcome, TaskFailed) else outcome
+                for outcome in outcomes]
 
     def _call_predict(self, model, tasks, context, params, version) -> List[dict]:
         predictions = normalize_predictions(model.predict(tasks, context=context, **params), version)
@@ -235,20 +243,32 @@ class MLServer:
                                   label_config, event, data, description=f"train project {project_id}")
             return jsonify({"result": {"job_id": job_id, "status": "queued"}, "status": "ok"}), 201
         model = self.new_model(project_id, label_config)
-        result = model.fit(event, data)
-        # Unauthenticated annotation webhooks may train, but never read anything back.
-        body = {"result": json.loads(json.dumps(result, default=str)) if g.authenticated or not self.auth_enabled else None,
-                "status": "ok"}
-        return jsonify(body), 201
+        if g.authenticated or not self.auth_enabled:
+            result = json.loads(json.dumps(model.fit(event, data), default=str))
+        else:  # unauthenticated annotation webhooks may train, but never read anything back
+            self._fit_answering_nothing(model, event, data)
+            result = None
+        return jsonify({"result": result, "status": "ok"}), 201
+
+    @staticmethod
+    def _fit_answering_nothing(model, event: str, data: dict) -> None:
+        """`fit` for an unauthenticated caller: a failure is logged in full, but the answer is the same
+        422 whatever went wrong, so that it reveals no path, file name or whether a file exists."""
+        try:
+            model.fit(event, data)
+        except Exception as exc:
+            detail = exc.detail if isinstance(exc, MLBackendError) else f"{type(exc).__name__}: {exc}"
+            logger.error("%s webhook for project %s failed: %s", event, model.project_id, detail,
+                         exc_info=not isinstance(exc, MLBackendError))
+            raise MLBackendError("The webhook could not be processed; the backend's log says why", status_code=422) from None
 
     def train(self):
         return self.webhook(default_event="START_TRAINING")
 
     def versions(self):
         project = request.args.get("project")
-        if project is None:
-            body = request.get_json(force=True, silent=True)
-            project = body.get("project") if isinstance(body, dict) else None
+        if project is None and request.content_length:
+            project = _json_body().get("project")
         model = self.new_model(project)
         return jsonify({"versions": [str(model.model_version)]})
 
@@ -316,6 +336,18 @@ def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str
         # /webhook decides itself: Label Studio's annotation events arrive without credentials.
         if server.auth_enabled and not g.authenticated and request.path != "/webhook":
             return _error(401, "Authentication required", {"WWW-Authenticate": 'Basic realm="Login required"'})
+        if request.endpoint in ADMITTED_ENDPOINTS:  # before the body is read: a slow client holds a thread
+            try:
+                g.admission = server.gate.admit()
+            except Overloaded:
+                refuse_body(request)
+                raise
+
+    @app.teardown_request
+    def _teardown(_exc):
+        ticket = g.pop("admission", None)
+        if ticket is not None:
+            server.gate.leave(ticket)
 
     @app.after_request
     def _after(response):
@@ -340,8 +372,7 @@ def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        logger.error("%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc,
-                     exc_info=logger.isEnabledFor(logging.DEBUG))
+        logger.error("%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc, exc_info=exc)
         tb = traceback.format_exc() if server.debug or app.debug else None
         return _error(500, f"Internal error: {type(exc).__name__}: {exc}", tb=tb)
 

@@ -9,6 +9,9 @@ class MLBackendError(Exception):
     """Base class: carries the HTTP status the client should see."""
 
     status_code = 500
+    # While predicting: True fails the whole request, False costs only the task it happened on
+    # (label_studio_ml/isolation.py). Independent of the status code.
+    fails_request = False
 
     def __init__(self, detail: str, status_code: int = None, headers: dict = None):
         super().__init__(detail)
@@ -52,6 +55,7 @@ class Overloaded(MLBackendError):
     """Too much work in flight: the client should retry later (503 + Retry-After)."""
 
     status_code = 503
+    fails_request = True
 
     def __init__(self, detail: str, retry_after: int = 5):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
@@ -60,3 +64,19 @@ class Overloaded(MLBackendError):
 class LabelConfigError(BadRequest):
     """The labeling config (or a model it names) cannot be served: fails the whole request (400),
     unlike a problem with one task's data."""
+
+    fails_request = True
+
+
+class TaskDataError(MLBackendError):
+    """One task's data cannot be used (a media value that is no URL, a task id that is no integer
+    where it goes into a URL): that task gets an error prediction, the others of its batch are
+    predicted, whatever the batch size (422 is its status where it is raised outside `/predict`)."""
+
+    status_code = 422
+
+
+class RequestTimeout(MLBackendError):
+    """The client did not send its request body in time (408)."""
+
+    status_code = 408

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List
 from label_studio_sdk._extensions.label_studio_tools.core.label_config import parse_config
 from label_studio_sdk.label_interface import LabelInterface
 
-from .exceptions import BadRequest
+from .exceptions import LabelConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def get_label_interface(label_config: str) -> LabelInterface:
     try:
         return LabelInterface(label_config)
     except Exception as exc:
-        raise BadRequest(f"Labeling config does not parse: {exc}") from exc
+        raise LabelConfigError(f"Labeling config does not parse: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -36,7 +36,7 @@ def get_parsed_label_config(label_config: str) -> dict:
     try:
         return parse_config(label_config)
     except Exception as exc:
-        raise BadRequest(f"Labeling config does not parse: {exc}") from exc
+        raise LabelConfigError(f"Labeling config does not parse: {exc}") from exc
 
 
 _reported = set()

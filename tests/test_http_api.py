@@ -1,6 +1,7 @@
 """The HTTP contract of SPEC §1, through real HTTP on a loopback port."""
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -8,6 +9,7 @@ import threading
 import pytest
 import requests
 
+from fake_label_studio import LEGACY_TOKEN, make_fake_label_studio
 from helpers import WIRE_SAMPLES, serve_in_thread
 from label_studio_ml.api import init_app
 from sdk_models import EchoModel, NoScoreModel, ShortModel
@@ -95,10 +97,50 @@ def test_one_failing_task_does_not_sink_the_batch(server):
         assert needle in results[index]["error"]
 
 
-def test_single_task_media_error_is_a_404_with_the_url(server):
-    response = predict(server, [{"id": 3, "data": {"text": "missing"}}])
-    assert response.status_code == 404
-    assert "/nowhere/missing.jpg" in response.json()["detail"]
+@pytest.mark.parametrize("task, needle", [
+    ({"id": 3, "data": {"text": "missing"}}, "/nowhere/missing.jpg"),  # media error (404 inside the model)
+    ({"id": 2, "data": {"text": "boom"}}, "RuntimeError: model exploded"),  # the model raised
+    ({"id": 5}, "no 'data'"),  # no data
+    ("not a task", "not a JSON object"),
+])
+def test_a_task_problem_is_reported_in_its_entry_whatever_the_batch_size(server, task, needle):
+    """One rule for 1..N tasks: the problem task gets its error entry, the request answers 200."""
+    good = {"id": 1, "data": {"text": "a"}}
+    for tasks in ([task], [task, good], [good, task, good]):
+        response = predict(server, tasks)
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert len(results) == len(tasks)
+        for sent, result in zip(tasks, results):
+            if sent is good:
+                assert result["result"][0]["value"]["choices"] == ["a"] and "error" not in result
+            else:
+                assert result["result"] == [] and result["score"] == 0 and result["model_version"] == "echo-1"
+                assert needle in result["error"]
+
+
+def test_unexpected_task_failure_is_logged_with_its_traceback(server, caplog):
+    with caplog.at_level("ERROR", logger="label_studio_ml"):
+        predict(server, [{"id": 2, "data": {"text": "boom"}}])
+    (record,) = [r for r in caplog.records if "model exploded" in r.getMessage()]
+    assert record.exc_info and "predict" in "".join(__import__("traceback").format_tb(record.exc_info[2]))
+
+
+def test_predict_without_any_labeling_config_asks_for_setup(server):
+    response = requests.post(server + "/predict", json={"tasks": [{"id": 1, "data": {"text": "a"}}], "project": "777"})
+    assert response.status_code == 400
+    assert "/setup" in response.json()["detail"] and "label_config" in response.json()["detail"]
+    # once /setup stored the project's config, the same request predicts
+    assert requests.post(server + "/setup", json={"project": "777", "schema": CONFIG}).status_code == 200
+    response = requests.post(server + "/predict", json={"tasks": [{"id": 1, "data": {"text": "a"}}], "project": "777"})
+    assert response.json()["results"][0]["result"][0]["value"]["choices"] == ["a"]
+
+
+@pytest.mark.parametrize("name", ["tasks", "self"])
+def test_params_naming_predict_arguments_are_a_400(server, name):
+    response = predict(server, [{"id": 1, "data": {"text": "a"}}], params={name: 1})
+    assert response.status_code == 400 and repr(name) in response.json()["detail"]
+    assert requests.get(server + "/health").status_code == 200
 
 
 def test_webhook_annotation_created_calls_fit(server, model_dir):
@@ -150,8 +192,8 @@ MALFORMED = [
     ("POST", "/predict", "[1, 2, 3]", "JSON object"),
     ("POST", "/predict", json.dumps({"project": "1"}), "'tasks'"),
     ("POST", "/predict", json.dumps({"tasks": "nope"}), "'tasks'"),
-    ("POST", "/predict", json.dumps({"tasks": [1, 2]}), "not a JSON object"),
-    ("POST", "/predict", json.dumps({"tasks": [{"id": 1}]}), "no 'data'"),
+    ("POST", "/predict", json.dumps({"tasks": [1, 2]}), "call /setup first"),  # unknown project, no config
+    ("POST", "/predict", json.dumps({"tasks": [{"id": 1}], "project": "404"}), "call /setup first"),
     ("POST", "/predict", json.dumps({"tasks": [{"data": {"text": "x"}}], "label_config": 5}), "label_config"),
     ("POST", "/predict", json.dumps({"tasks": [{"data": {"text": "x"}}], "params": [1]}), "params"),
     ("POST", "/setup", "{", "JSON object"),
@@ -207,12 +249,31 @@ WIRE = ["GET_health", "GET_versions", "POST_setup", "POST_predict", "POST_predic
         "POST_webhook_ANNOTATIONS_DELETED", "POST_webhook_START_TRAINING"]
 
 
+@contextlib.contextmanager
+def _label_studio_confirming(webhook, monkeypatch):
+    """A fake Label Studio holding the webhook's annotation, task and project (none for a deletion)."""
+    app = make_fake_label_studio()
+    state, project = app.config["state"], webhook["project"]
+    state["projects"][project["id"]] = project
+    if "annotation" in webhook:
+        task = webhook["task"]
+        state["annotations"][webhook["annotation"]["id"]] = dict(webhook["annotation"], task=task["id"], project=project["id"])
+        state["tasks"][task["id"]] = task
+    with serve_in_thread(app) as ls_url:
+        monkeypatch.setenv("LABEL_STUDIO_URL", ls_url)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+        yield
+
+
 @pytest.mark.parametrize("name", WIRE)
-def test_every_captured_label_studio_request_is_accepted_with_basic_auth(model_dir, name):
+def test_every_captured_label_studio_request_is_accepted_with_basic_auth(model_dir, monkeypatch, name):
     """The captures were made with Basic auth mluser:mlpass; annotation webhooks carry no header."""
     sample = _wire_sample(name)
     headers = {k: v for k, v in sample["headers"].items() if k in ("Authorization", "Content-Type")}
-    with serve_in_thread(init_app(EchoModel, basic_auth_user="mluser", basic_auth_pass="mlpass")) as base:
+    with contextlib.ExitStack() as stack:
+        if "Authorization" not in headers:  # the backend confirms such webhooks with Label Studio
+            stack.enter_context(_label_studio_confirming(sample["body"], monkeypatch))
+        base = stack.enter_context(serve_in_thread(init_app(EchoModel, basic_auth_user="mluser", basic_auth_pass="mlpass")))
         response = requests.request(sample["method"], base + sample["path"], headers=headers,
                                     data=json.dumps(sample["body"]) if sample["body"] is not None else None)
     assert response.status_code in (200, 201), response.text
@@ -230,7 +291,7 @@ ENDPOINTS = [("GET", "/"), ("GET", "/health"), ("POST", "/setup"), ("POST", "/pr
 
 
 def test_basic_auth_guards_every_endpoint(model_dir):
-    bodies = {"/setup": {"project": "1", "schema": CONFIG}, "/predict": {"tasks": [{"data": {"text": "x"}}]},
+    bodies = {"/setup": {"project": "1", "schema": CONFIG}, "/predict": {"tasks": [{"data": {"text": "x"}}], "project": "1"},
               "/train": {"project": {"id": 1}}, "/webhook": {"action": "START_TRAINING", "project": {"id": 1}}}
     good = "Basic " + base64.b64encode(b"user:pa ss").decode()
     bad = "Basic " + base64.b64encode(b"user:wrong").decode()
@@ -246,12 +307,13 @@ def test_basic_auth_guards_every_endpoint(model_dir):
             assert response.status_code in (200, 201), (path, response.text)
 
 
-def test_unauthenticated_annotation_webhook_trains_but_reads_nothing(model_dir):
+def test_unauthenticated_annotation_webhook_without_label_studio_settings_is_refused(model_dir):
+    """With Label Studio settings it trains on what Label Studio confirms (test_webhook_confirmation.py)."""
     with serve_in_thread(init_app(EchoModel, basic_auth_user="u", basic_auth_pass="p")) as base:
         response = requests.post(base + "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3},
                                                           "annotation": {"id": 1}})
-        assert response.status_code == 201 and response.json() == {"result": None, "status": "ok"}
-        assert EchoModel(project_id="3").get("fit_count") == "1"
+        assert response.status_code == 403 and "LABEL_STUDIO_API_KEY" in response.json()["detail"]
+        assert EchoModel(project_id="3").get("fit_count") is None
         # unknown project events without credentials: a quick 200, nothing run
         assert requests.post(base + "/webhook", json={"action": "TASKS_CREATED", "project": {"id": 3}}).status_code == 200
         # nothing else opens: no training, no predictions without credentials

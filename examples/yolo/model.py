@@ -1,57 +1,84 @@
 """The YOLO backend: every servable control tag of the labeling config, predicted with Ultralytics.
 
-Per request: the config is turned into control models (cheap); each task's media is fetched and
-decoded once; each control model runs its weights over all the request's images in batches; a
-task whose media is missing or broken gets its own error and the rest of the batch its predictions.
+Per request: the config is turned into control models (cheap); the tasks are predicted in batches
+of `YOLO_BATCH_SIZE`: each batch's images are decoded (once per file, see `TaskMedia`), every
+control model runs its weights over them, and they are released before the next batch. A task
+whose media is missing or broken gets its own error and the rest of the batch its predictions.
 """
 
-import logging
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Union
+
+import numpy as np
 
 from control_models import control_models_for
-from label_studio_ml.exceptions import BadRequest, LabelConfigError, MLBackendError
+from label_studio_ml.exceptions import MLBackendError, TaskDataError
+from label_studio_ml.isolation import TaskFailed, call_isolated, run_isolated
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
 from label_studio_ml.utils import env_int
 from utils.images import load_image
 from utils.video import VideoFrames
-from utils.models import model_root, registry
+from utils.models import batch_size, model_root, registry
 
-logger = logging.getLogger(__name__)
 
 
 class TaskMedia:
-    """Media of the request's tasks, fetched and decoded at most once per (task, data key)."""
+    """Media of the request's tasks: each URL resolved to a local file once per request, each image
+    decoded at most once while the batch of tasks naming it is being predicted.
+
+    Decoded images are what costs memory (an 8900x8900 PNG is 240 MB), so they are held for one
+    batch at a time (`hold_only`): tasks sharing a file share one array, and an image the next
+    batch names again is kept rather than decoded again. Failures are kept for the whole request
+    (they are small) so a broken file is tried once.
+    """
 
     def __init__(self, backend: LabelStudioMLBase, tasks: List[dict]):
         self.backend = backend
         self.tasks = tasks
-        self._images: Dict[tuple, object] = {}
+        self._paths: Dict[str, Union[str, MLBackendError]] = {}  # URL -> local path
+        self._images: Dict[str, Union[np.ndarray, MLBackendError]] = {}  # local path -> decoded image
 
     def url(self, index: int, key: str) -> str:
         data = self.tasks[index]["data"]
         if key not in data:
-            raise BadRequest(f"task data has no '{key}' (keys: {', '.join(map(str, data)) or 'none'})")
+            raise TaskDataError(f"task data has no '{key}' (keys: {', '.join(map(str, data)) or 'none'})")
         value = data[key]
         if not isinstance(value, str):
-            raise BadRequest(f"task data '{key}' must be a URL or path string, not {type(value).__name__}")
+            raise TaskDataError(f"task data '{key}' must be a URL or path string, not {type(value).__name__}")
         return value
 
     def local_path(self, index: int, key: str) -> str:
-        return self.backend.get_local_path(self.url(index, key), task_id=self.tasks[index].get("id"))
+        url = self.url(index, key)
+        return _cached(self._paths, url, lambda: self.backend.get_local_path(url, task_id=self.tasks[index].get("id")))
 
-    def image(self, index: int, key: str):
-        cache_key = (index, key)
-        if cache_key not in self._images:
-            try:
-                self._images[cache_key] = load_image(self.local_path(index, key))
-            except MLBackendError as exc:
-                self._images[cache_key] = exc
-        cached = self._images[cache_key]
-        if isinstance(cached, MLBackendError):
-            raise cached
-        return cached
+    def image(self, index: int, key: str) -> np.ndarray:
+        path = self.local_path(index, key)
+        return _cached(self._images, path, lambda: load_image(path))
+
+    def hold_only(self, indices: Iterable[int], keys: Iterable[str]) -> None:
+        """Release the decoded images that no task of `indices` shows under `keys` (the next batch)."""
+        wanted = set()
+        for index in indices:
+            for key in keys:
+                try:
+                    wanted.add(self.local_path(index, key))
+                except MLBackendError:
+                    continue  # reported when the task's image is asked for
+        for path in [p for p, image in self._images.items() if p not in wanted and isinstance(image, np.ndarray)]:
+            del self._images[path]
+
+
+def _cached(cache: dict, key: str, make: Callable):
+    """`cache[key]`, made once; an `MLBackendError` from `make` is cached too and raised each time."""
+    if key not in cache:
+        try:
+            cache[key] = make()
+        except MLBackendError as exc:
+            cache[key] = exc
+    if isinstance(cache[key], MLBackendError):
+        raise cache[key]
+    return cache[key]
 
 
 class YOLO(LabelStudioMLBase):
@@ -82,35 +109,27 @@ class YOLO(LabelStudioMLBase):
         return False
 
     def predict(self, tasks: List[dict], context: Optional[dict] = None, **kwargs) -> List[dict]:
-        controls = control_models_for(self.label_interface)
+        controls = [control for control in control_models_for(self.label_interface) if control.is_usable()]
         version = str(self.model_version)
         media = TaskMedia(self, tasks)
+        image_keys = {control.value for control in controls if not control.annotates_video}
         regions: List[list] = [[] for _ in tasks]
         errors: List[Optional[str]] = [None] * len(tasks)
 
-        for control in controls:
-            if not control.is_usable():
-                continue
-            if control.annotates_video:
-                self._predict_videos(control, media, regions, errors)
-                continue
-            indices, images = [], []
-            for i in range(len(tasks)):
-                if errors[i] is not None:
-                    continue
-                try:
-                    images.append(media.image(i, control.value))
-                    indices.append(i)
-                except MLBackendError as exc:
-                    errors[i] = exc.detail
-            for i, found in zip(indices, self._predict_isolated(control, images, indices, errors)):
-                if found is not None:
-                    regions[i].extend(found)
+        # Batch by batch, so a request of many tasks holds one batch of decoded images at a time.
+        size = batch_size()
+        for start in range(0, len(tasks), size):
+            batch = range(start, min(start + size, len(tasks)))
+            media.hold_only(batch, image_keys)
+            for control in controls:
+                if control.annotates_video:
+                    self._predict_videos(control, media, batch, regions, errors)
+                else:
+                    self._predict_images(control, media, batch, regions, errors)
 
         predictions = []
-        for task, task_regions, error in zip(tasks, regions, errors):
-            if error is not None:
-                logger.warning("Task %s: %s", task.get("id"), error)
+        for task_regions, error in zip(regions, errors):
+            if error is not None:  # logged where it happened (label_studio_ml/isolation.py)
                 predictions.append(task_error(version, error))
                 continue
             scores = [r["score"] for r in task_regions if "score" in r]
@@ -119,20 +138,43 @@ class YOLO(LabelStudioMLBase):
         return predictions
 
     @staticmethod
-    def _predict_videos(control, media: TaskMedia, regions: List[list], errors: List[Optional[str]]) -> None:
+    def _predict_images(control, media: TaskMedia, batch: Iterable[int], regions: List[list],
+                        errors: List[Optional[str]]) -> None:
+        """One model call over the batch's images; a task whose image cannot be had, or that the
+        model fails on by itself, fails alone (label_studio_ml/isolation.py)."""
+        loaded = []
+        for i in batch:
+            if errors[i] is None:
+                image = call_isolated(lambda index: media.image(index, control.value), i, _task_name(media, i))
+                if isinstance(image, TaskFailed):
+                    errors[i] = image.detail
+                else:
+                    loaded.append((i, image))
+        if not loaded:
+            return
+        outcomes = run_isolated(lambda pairs: control.predict_images([image for _, image in pairs]), loaded,
+                                what=lambda pair: f"{control!r} on {_task_name(media, pair[0])}")
+        for (i, _), outcome in zip(loaded, outcomes):
+            if isinstance(outcome, TaskFailed):
+                errors[i] = f"{control!r} failed: {outcome.detail}"
+            else:
+                regions[i].extend(outcome)
+
+    @staticmethod
+    def _predict_videos(control, media: TaskMedia, batch: Iterable[int], regions: List[list],
+                        errors: List[Optional[str]]) -> None:
         """Videos are long: one task at a time (frames are streamed), each failing on its own."""
-        for i, task in enumerate(media.tasks):
+        for i in batch:
             if errors[i] is not None:
                 continue
-            try:
-                regions[i].extend(control.predict_video(media.local_path(i, control.value), task, backend=media.backend))
-            except LabelConfigError:
-                raise
-            except MLBackendError as exc:
-                errors[i] = exc.detail
-            except Exception as exc:
-                logger.error("%r failed on task %s: %s", control, task.get("id"), exc, exc_info=logger.isEnabledFor(logging.DEBUG))
-                errors[i] = f"{control!r} failed: {type(exc).__name__}: {exc}"
+            outcome = call_isolated(
+                lambda index: control.predict_video(media.local_path(index, control.value), media.tasks[index],
+                                                    backend=media.backend),
+                i, f"{control!r} on {_task_name(media, i)}")
+            if isinstance(outcome, TaskFailed):
+                errors[i] = outcome.detail
+            else:
+                regions[i].extend(outcome)
 
     def fit(self, event: str, data: dict, **kwargs) -> dict:
         """Webhook events go to the control models that learn (e.g. trainable TimelineLabels)."""
@@ -144,28 +186,6 @@ class YOLO(LabelStudioMLBase):
                 trained[control.from_name] = control.fit(event, data, self)
         return {"status": "ok", "trained": trained} if trained else {"status": "skipped", "reason": "no trainable control tag"}
 
-    @staticmethod
-    def _predict_isolated(control, images, indices, errors) -> list:
-        """Regions per image; if the batched call fails, retry image by image so one bad image
-        fails only its own task. Config-level errors (400) fail the request."""
-        if not images:
-            return []
-        try:
-            return control.predict_images(images)
-        except LabelConfigError:
-            raise
-        except Exception as exc:
-            if len(images) == 1:
-                errors[indices[0]] = f"{control!r} failed: {type(exc).__name__}: {exc}"
-                return [None]
-            logger.warning("%r failed on a batch of %d images (%s); retrying one by one", control, len(images), exc)
-        out = []
-        for i, image in zip(indices, images):
-            try:
-                out.append(control.predict_images([image])[0])
-            except LabelConfigError:
-                raise
-            except Exception as exc:
-                errors[i] = f"{control!r} failed: {type(exc).__name__}: {exc}"
-                out.append(None)
-        return out
+
+def _task_name(media: TaskMedia, index: int) -> str:
+    return f"task {media.tasks[index].get('id')}"

@@ -7,7 +7,7 @@ for regions for a batch of images (or one video). Weights come from the process-
 
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.label_config import build_label_map
 from label_studio_ml.utils import parse_bool
 from utils import debug_plots
+from utils.detections import Detections, Target
 from utils.models import LoadedModel, registry, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -25,13 +26,15 @@ def default_score_threshold() -> float:
 
 
 class ControlModel:
-    """Base class; subclasses set the class attributes and implement `regions_from` (images) or `predict_video`."""
+    """Base class; subclasses set the class attributes and a `converter` (images; or override
+    `regions_from`) or implement `predict_video`."""
 
     control_type: str = ""              # Label Studio control tag, e.g. "RectangleLabels"
     object_types = ("Image",)           # object tags it can annotate
     ultralytics_tasks = ("detect",)     # model tasks whose output it understands
     default_model = "yolov8m.pt"
     needs_pytorch = False               # True when it reaches into the PyTorch network itself
+    converter: Optional[Callable[[Detections, Target], List[dict]]] = None  # see utils.converters
 
     def __init__(self, control, object_tag, label_interface):
         self.control = control
@@ -117,15 +120,25 @@ class ControlModel:
         if debug_plots.enabled():
             for result in results:
                 debug_plots.save_debug_plot(result, self.from_name)
-        return [self.regions_from(result, image.shape[1], image.shape[0]) for image, result in zip(images, results)]
+        return [self.regions_from(self.detections(result), self.target(image.shape[1], image.shape[0]))
+                for image, result in zip(images, results)]
+
+    def target(self, width: int, height: int) -> Target:
+        return Target(self.from_name, self.to_name, width, height)
 
     def predict_options(self) -> dict:
         """Ultralytics `predict` options: our threshold as `conf`, so low thresholds really return low boxes."""
         return {"conf": min(self.score_threshold, 0.999)}
 
-    def regions_from(self, result, width: int, height: int) -> List[dict]:
-        """Label Studio regions from one Ultralytics result."""
-        raise NotImplementedError(f"{type(self).__name__} does not annotate images")
+    def detections(self, result) -> Detections:
+        """The objects of one Ultralytics result this tag shows: mapped to a label, at or above the threshold."""
+        return Detections.from_ultralytics(result).labelled(self.label_map, self.score_threshold)
+
+    def regions_from(self, dets: Detections, target: Target) -> List[dict]:
+        """Label Studio regions of the selected objects of one image."""
+        if self.converter is None:
+            raise NotImplementedError(f"{type(self).__name__} does not annotate images")
+        return self.converter(dets, target)
 
     def predict_video(self, path: str, task: dict, backend=None) -> List[dict]:
         """Regions for one video (streamed from `path`); `backend` is the request's model instance."""

@@ -2,7 +2,7 @@
 
 from control_models.base import ControlModel
 from label_studio_ml.exceptions import LabelConfigError
-from utils.converters import choice_regions
+from utils.converters import to_choices
 
 CHOICE_MODES = ("single", "single-radio", "multiple")
 
@@ -27,6 +27,5 @@ class ChoicesModel(ControlModel):
     def predict_options(self) -> dict:
         return {}  # classification has no confidence filter: every class probability comes back
 
-    def regions_from(self, result, width, height):
-        return choice_regions(result.probs.data.cpu().numpy(), self.model.names, self.label_map, self.score_threshold,
-                              self.mode, self.from_name, self.to_name, kind=self.region_type, paths=self.label_paths())
+    def regions_from(self, dets, target):
+        return to_choices(dets, target, mode=self.mode, kind=self.region_type, paths=self.label_paths())

@@ -4,7 +4,9 @@ import logging
 from typing import Dict
 
 from control_models.base import ControlModel
-from utils.converters import keypoint_regions
+from label_studio_ml.exceptions import LabelConfigError
+from utils.converters import to_keypoints
+from utils.detections import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +21,24 @@ class KeyPointLabelsModel(ControlModel):
         self.point_threshold = self.float_attr("model_point_threshold", 0.0)
         self.add_bboxes = self.bool_attr("model_add_bboxes", True)
         self.point_size = self.float_attr("model_point_size", 1.0)
+        self.point_indices = self._point_indices()  # config errors before any weights are loaded
         self._point_map = None
+
+    def _point_indices(self) -> Dict[str, int]:
+        """`{label: keypoint index}` of the Labels that have a `model_index` (a 0-based integer)."""
+        indices = {}
+        for label, tag in self.control.labels_attrs.items():
+            raw = tag.attr.get("model_index")
+            if raw is None:
+                continue
+            index = str(raw).strip()
+            if not (index.isascii() and index.isdigit()):  # no sign, no decimal point
+                raise LabelConfigError(
+                    f"<{self.control_type} name=\"{self.from_name}\">: <Label value=\"{label}\"> has "
+                    f"model_index={raw!r}; it must be the keypoint's 0-based index in the model (0, 1, 2, ...)"
+                )
+            indices[label] = int(index)
+        return indices
 
     @property
     def point_map(self) -> Dict[str, str]:
@@ -29,15 +48,13 @@ class KeyPointLabelsModel(ControlModel):
             names = list(self.model.names.values())
             by_lower = {n.lower(): n for n in names}
             mapping = {}
-            for label, tag in self.control.labels_attrs.items():
-                index = tag.attr.get("model_index")
-                if index is None:
-                    continue
+            for label, index in self.point_indices.items():
+                tag = self.control.labels_attrs[label]
                 wanted = [v.strip() for v in tag.attr.get("predicted_values", "").split(",") if v.strip()] or [label]
                 for value in wanted:
                     name = value if value in names else by_lower.get(value.lower())
                     if name is not None:
-                        mapping.setdefault(f"{name}::{int(index)}", label)
+                        mapping.setdefault(f"{name}::{index}", label)
             if not mapping:
                 logger.error(
                     "KeyPointLabels '%s' maps no keypoint: give its Labels model_index=\"<0-based index>\" and "
@@ -50,13 +67,11 @@ class KeyPointLabelsModel(ControlModel):
     def is_usable(self) -> bool:
         return bool(self.point_map)
 
-    def regions_from(self, result, width, height):
-        if result.keypoints is None or len(result.boxes) == 0:
-            return []
-        boxes, keypoints = result.boxes, result.keypoints
-        return keypoint_regions(
-            boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(),
-            keypoints.xy.cpu().numpy(), None if keypoints.conf is None else keypoints.conf.cpu().numpy(),
-            self.model.names, self.point_map, width, height, self.score_threshold, self.point_threshold,
-            self.add_bboxes, self.point_size, self.from_name, self.to_name,
-        )
+    def detections(self, result) -> Detections:
+        """Every object at or above the threshold: keypoints, not object classes, map to labels."""
+        dets = Detections.from_ultralytics(result)
+        return dets[dets.scores >= self.score_threshold]
+
+    def regions_from(self, dets, target):
+        return to_keypoints(dets, target, self.point_map, point_threshold=self.point_threshold,
+                            add_bboxes=self.add_bboxes, point_size=self.point_size)

@@ -62,5 +62,5 @@ class VideoRectangleModel(ControlModel):
                     boxes = result.boxes.cpu().numpy()
                     collector.add(start + offset + 1, tracker.update(boxes, frame), boxes.data[:, :6])
         logger.debug("%r: %d tracks over %d frames of %s", self, len(collector.tracks), video.frames_count, video.name)
-        return track_regions(collector.tracks, names, self.label_map, video.width, video.height,
-                             video.frames_count, video.duration, self.from_name, self.to_name)
+        return track_regions(collector.tracks, names, self.label_map, self.target(video.width, video.height),
+                             video.frames_count, video.duration)

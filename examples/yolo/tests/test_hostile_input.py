@@ -107,13 +107,20 @@ def test_a_broken_task_alone_is_answered_and_the_server_stays_up(yolo_server, im
     monkeypatch.setenv("MEDIA_READ_TIMEOUT", "1")
     task, needle = bad_task_cases(images_dir, media_server)[index]
     response = post_predict(yolo_server, [task])
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    if response.status_code == 200:
-        assert needle in body["results"][0]["error"]
-    else:
-        assert 400 <= response.status_code < 500 and needle in body["detail"]
+    # one rule whatever the batch size: a task's problem is reported in its own entry
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["result"] == [] and result["score"] == 0 and needle in result["error"]
     assert post_predict(yolo_server, [good_task]).json()["results"][0]["result"]
+
+
+def test_a_task_whose_media_is_not_a_string_fails_alone(yolo_server, good_task):
+    """It once answered 400 for the whole batch: a task's data is the task's problem."""
+    response = post_predict(yolo_server, [good_task, {"id": 2, "data": {"image": 123}}])
+    assert response.status_code == 200, response.text
+    good, bad = response.json()["results"]
+    assert good["result"] and "error" not in good
+    assert bad["result"] == [] and "must be a URL or path string, not int" in bad["error"]
 
 
 BAD_CONFIGS = [

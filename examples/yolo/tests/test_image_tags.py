@@ -334,6 +334,18 @@ def test_keypoints_without_boxes_and_point_size(yolo_server, images_dir):
         assert all(r["value"]["width"] == pytest.approx(3 / image.shape[1] * 100) for r in prediction["result"])
 
 
+@pytest.mark.parametrize("index", ["abc", "1.5", "-1", ""])
+def test_keypoint_model_index_not_a_0_based_integer_is_a_400_naming_the_label(yolo_server, images_dir, index):
+    config = image_config('<KeyPointLabels name="kp" toName="image" model_path="shapes-pose.pt">'
+                          '<Label value="corner_a" predicted_values="card" model_index="0"/>'
+                          f'<Label value="corner_b" predicted_values="card" model_index="{index}"/></KeyPointLabels>')
+    tasks, _ = write_scenes(images_dir, synthetic.pose_scene, seeds=SEEDS[:1])
+    response = predict(yolo_server, config, tasks)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert 'name="kp"' in detail and 'value="corner_b"' in detail and f"model_index={index!r}" in detail
+
+
 # ----- config handling -------------------------------------------------------------------------
 
 def test_model_skip_and_mixed_tags_on_two_images(yolo_server, images_dir):

@@ -13,6 +13,7 @@ from label_studio_ml.exceptions import LabelConfigError
 from utils import files
 from utils import timeline_classifier as tc
 from utils import tracking
+from utils.detections import Target
 from utils.video import UnreadableVideo, VideoFrames, file_digest
 
 NAMES = {0: "circle", 1: "square", 2: "triangle"}
@@ -137,8 +138,8 @@ def test_track_regions():
     collector.add(2, np.array([[12, 20, 52, 60, 7, 0.95, 0, 1]]),
                   detections=np.array([[0, 0, 10, 10, 0.5, 2], [14, 22, 54, 62, 0.95, 0]]))
     collector.add(4, np.array([[16, 20, 56, 60, 7, 0.7, 1, 0]]))
-    regions = tracking.track_regions(collector.tracks, NAMES, {"circle": "Ball", "square": "Box"}, 200, 100,
-                                     frames_count=10, duration=0.4, from_name="box", to_name="video")
+    regions = tracking.track_regions(collector.tracks, NAMES, {"circle": "Ball", "square": "Box"},
+                                     Target("box", "video", width=200, height=100), frames_count=10, duration=0.4)
     assert len(regions) == 1  # track 8 is an unmapped triangle
     region = regions[0]
     assert region["id"] == "box-track-7" and region["type"] == "videorectangle"

@@ -1,70 +1,54 @@
-"""Pure functions: Ultralytics outputs (numpy arrays) -> Label Studio regions.
+"""Pure functions: `Detections` -> Label Studio regions, one function per region type.
 
-No model and no I/O here, so every rule (thresholds, label mapping, percent coordinates) is
-tested on hand-made arrays. Coordinates in are pixels of the image as Label Studio shows it;
-coordinates out are percentages of its width and height.
+No model and no I/O here, so every rule is tested on hand-made arrays. The objects come in
+already selected (`Detections.labelled`: mapped to a label and above the threshold), in pixels of
+the image as Label Studio shows it; the `Target` names the tags and turns pixels into percent.
 """
 
-from typing import Dict, List, Optional, Sequence
+from dataclasses import replace
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
 from label_studio_sdk.converter.brush import mask2rle
 from label_studio_sdk.converter.utils import convert_yolo_obb_to_annotation
 
-
-def _region(from_name: str, to_name: str, kind: str, value: dict, score: float, **extra) -> dict:
-    region = {"from_name": from_name, "to_name": to_name, "type": kind, "value": value, "score": float(score)}
-    region.update(extra)
-    return region
+from utils.detections import Detections, Target
 
 
-def _mapped(class_id, names: Dict[int, str], label_map: Dict[str, str]) -> Optional[str]:
-    return label_map.get(names.get(int(class_id), str(int(class_id))))
+def _labels(dets: Detections) -> list:
+    if dets.labels is None:
+        raise ValueError("Converters take labelled detections: call Detections.labelled(label_map, threshold) first")
+    return list(dets.labels)
 
 
-def rectangle_regions(xyxy, scores, classes, names, label_map, width, height, threshold, from_name, to_name) -> List[dict]:
+def to_rectangles(dets: Detections, target: Target) -> List[dict]:
     """Axis-aligned boxes -> `rectanglelabels` (x/y = top-left corner, percent)."""
-    regions = []
-    for (x1, y1, x2, y2), score, cls in zip(np.asarray(xyxy, float), scores, classes):
-        label = _mapped(cls, names, label_map)
-        if label is None or score < threshold:
-            continue
-        value = {
-            "rectanglelabels": [label],
-            "x": x1 / width * 100, "y": y1 / height * 100,
-            "width": (x2 - x1) / width * 100, "height": (y2 - y1) / height * 100,
-        }
-        regions.append(_region(from_name, to_name, "rectanglelabels", value, score))
-    return regions
+    return [target.region("rectanglelabels", {"rectanglelabels": [label], **target.percent_box(*box)}, score)
+            for box, score, label in zip(dets.xyxy, dets.scores, _labels(dets))]
 
 
-def oriented_rectangle_regions(corners, scores, classes, names, label_map, width, height, threshold, from_name, to_name) -> List[dict]:
-    """Oriented boxes (N x 4 x 2 corner pixels) -> rotated `rectanglelabels`, via the SDK's converter."""
+def to_oriented_rectangles(dets: Detections, target: Target) -> List[dict]:
+    """Oriented boxes (corner pixels) -> rotated `rectanglelabels`, via the SDK's converter."""
     regions = []
-    for points, score, cls in zip(np.asarray(corners, float), scores, classes):
-        label = _mapped(cls, names, label_map)
-        if label is None or score < threshold:
-            continue
-        box = convert_yolo_obb_to_annotation(points.reshape(-1).tolist(), width, height)
+    for corners, score, label in zip(dets.corners, dets.scores, _labels(dets)):
+        box = convert_yolo_obb_to_annotation(corners.reshape(-1).tolist(), target.width, target.height)
         value = {"rectanglelabels": [label], "x": box["x"], "y": box["y"], "width": box["width"],
                  "height": box["height"], "rotation": box["rotation"] % 360}
-        regions.append(_region(from_name, to_name, "rectanglelabels", value, score,
-                               original_width=int(width), original_height=int(height)))
+        regions.append(target.region("rectanglelabels", value, score, original_width=int(target.width),
+                                     original_height=int(target.height)))
     return regions
 
 
-def polygon_regions(polygons: Sequence, scores, classes, names, label_map, width, height, threshold, from_name, to_name) -> List[dict]:
-    """Instance outlines (list of K x 2 pixel arrays) -> closed `polygonlabels`."""
+def to_polygons(dets: Detections, target: Target) -> List[dict]:
+    """Instance outlines -> closed `polygonlabels` (outlines of fewer than 3 points are dropped)."""
     regions = []
-    for polygon, score, cls in zip(polygons, scores, classes):
-        label = _mapped(cls, names, label_map)
-        polygon = np.asarray(polygon, float).reshape(-1, 2)
-        if label is None or score < threshold or len(polygon) < 3:
+    for polygon, score, label in zip(dets.polygons or [], dets.scores, _labels(dets)):
+        if len(polygon) < 3:
             continue
-        points = [[float(x / width * 100), float(y / height * 100)] for x, y in polygon]
-        regions.append(_region(from_name, to_name, "polygonlabels",
-                               {"polygonlabels": [label], "points": points, "closed": True}, score))
+        points = [[float(v) for v in target.percent_point(x, y)] for x, y in polygon]
+        regions.append(target.region("polygonlabels", {"polygonlabels": [label], "points": points, "closed": True},
+                                     score))
     return regions
 
 
@@ -77,81 +61,70 @@ def polygon_mask(polygon, width: int, height: int) -> np.ndarray:
     return mask
 
 
-def brush_regions(polygons: Sequence, scores, classes, names, label_map, width, height, threshold, from_name, to_name) -> List[dict]:
+def to_brushes(dets: Detections, target: Target) -> List[dict]:
     """Instance outlines -> `brushlabels` masks in Label Studio's RLE (one region per instance)."""
     regions = []
-    for polygon, score, cls in zip(polygons, scores, classes):
-        label = _mapped(cls, names, label_map)
-        if label is None or score < threshold:
-            continue
-        mask = polygon_mask(polygon, width, height)
+    for polygon, score, label in zip(dets.polygons or [], dets.scores, _labels(dets)):
+        mask = polygon_mask(polygon, target.width, target.height)
         if not mask.any():
             continue
         value = {"format": "rle", "rle": mask2rle(mask * 255), "brushlabels": [label]}
-        regions.append(_region(from_name, to_name, "brushlabels", value, score, original_width=int(width),
-                               original_height=int(height), image_rotation=0))
+        regions.append(target.region("brushlabels", value, score, original_width=int(target.width),
+                                     original_height=int(target.height), image_rotation=0))
     return regions
 
 
-def choice_regions(probs, names, label_map, threshold, mode, from_name, to_name, kind="choices",
-                   paths: Optional[Dict[str, List[str]]] = None) -> List[dict]:
-    """Class probabilities -> one `choices` (or `taxonomy`) region.
+def to_choices(dets: Detections, target: Target, mode: str = "single", kind: str = "choices",
+               paths: Optional[Dict[str, List[str]]] = None) -> List[dict]:
+    """Classes (one candidate per class, see `Detections.from_ultralytics`) -> one `choices` or
+    `taxonomy` region.
 
-    `mode` "single"/"single-radio": the most probable *mapped* class, if it reaches the threshold;
-    "multiple": every mapped class at or above it. Score = mean probability of the chosen labels.
-    For Taxonomy, `paths` gives each label's path from the root (`[["Animal", "Cat"]]`).
+    `mode` "single"/"single-radio": the most probable label; "multiple": every label. A label
+    mapped from several classes takes its most probable one. Score = mean probability of the
+    chosen labels. For Taxonomy, `paths` gives each label's path from the root (`[["Animal", "Cat"]]`).
     """
-    probs = np.asarray(probs, float)
-    candidates = []  # (probability, label), first class wins for a label mapped twice
-    seen = set()
-    for class_id in np.argsort(-probs, kind="stable"):
-        label = _mapped(class_id, names, label_map)
-        if label is not None and label not in seen:
-            seen.add(label)
-            candidates.append((float(probs[class_id]), label))
-    chosen = [c for c in candidates if c[0] >= threshold]
+    labels = _labels(dets)
+    chosen: Dict[str, float] = {}  # label -> probability, most probable first
+    for i in np.argsort(-dets.scores, kind="stable"):
+        chosen.setdefault(labels[i], float(dets.scores[i]))
     if mode != "multiple":
-        chosen = chosen[:1]
+        chosen = dict(list(chosen.items())[:1])
     if not chosen:
         return []
-    labels = [label for _, label in chosen]
-    value = {"taxonomy": [(paths or {}).get(l, [l]) for l in labels]} if kind == "taxonomy" else {"choices": labels}
-    return [_region(from_name, to_name, kind, value, float(np.mean([p for p, _ in chosen])))]
+    value = ({"taxonomy": [(paths or {}).get(label, [label]) for label in chosen]} if kind == "taxonomy"
+             else {"choices": list(chosen)})
+    return [target.region(kind, value, float(np.mean(list(chosen.values()))))]
 
 
-def keypoint_regions(boxes, box_scores, box_classes, keypoints, keypoint_scores, names, point_map, width, height,
-                     score_threshold, point_threshold, add_bboxes, point_size, from_name, to_name) -> List[dict]:
-    """Pose results -> `keypointlabels`, grouped under a hidden parent box per detected object.
+def to_keypoints(dets: Detections, target: Target, point_map: Dict[str, str], point_threshold: float = 0.0,
+                 add_bboxes: bool = True, point_size: float = 1.0) -> List[dict]:
+    """Pose objects -> `keypointlabels`, grouped under a hidden parent box `bbox-<i>` per object.
 
-    `point_map` maps `"<model class>::<keypoint index>"` to a label; keypoints without a label,
-    below `point_threshold`, or of objects below `score_threshold` are dropped.
+    `point_map` maps `"<model class>::<keypoint index>"` to a label; keypoints without a label or
+    below `point_threshold` are dropped, and so are objects left without a keypoint. The caller
+    selects the objects (score threshold); their parent boxes keep the model's class names.
     """
     regions = []
-    keypoints = np.asarray(keypoints, float)
-    for i, (box, score, cls) in enumerate(zip(np.asarray(boxes, float), box_scores, box_classes)):
-        if score < score_threshold:
-            continue
-        class_name = names.get(int(cls), str(int(cls)))
+    box_target = replace(target, from_name=f"{target.from_name}_bbox")
+    for i, class_name in enumerate(dets.class_names):
         parent = f"bbox-{i}"
         points = []
-        for k, (x, y) in enumerate(keypoints[i]):
+        for k, (x, y) in enumerate(dets.keypoints[i]):
             label = point_map.get(f"{class_name}::{k}")
-            confidence = float(keypoint_scores[i][k]) if keypoint_scores is not None else float(score)
+            confidence = float(dets.keypoint_scores[i][k] if dets.keypoint_scores is not None else dets.scores[i])
             if label is None or confidence < point_threshold:
                 continue
-            value = {"keypointlabels": [label], "x": x / width * 100, "y": y / height * 100,
-                     "width": point_size / width * 100}
+            x_percent, y_percent = target.percent_point(x, y)
+            value = {"keypointlabels": [label], "x": x_percent, "y": y_percent, "width": point_size / target.width * 100}
             extra = {"meta": {"text": [parent]}}
             if add_bboxes:
                 extra["parentID"] = parent
-            points.append(_region(from_name, to_name, "keypointlabels", value, confidence, **extra))
+            points.append(target.region("keypointlabels", value, confidence, **extra))
         if not points:
             continue
         if add_bboxes:
-            x1, y1, x2, y2 = box
-            value = {"rectanglelabels": [class_name], "x": x1 / width * 100, "y": y1 / height * 100,
-                     "width": (x2 - x1) / width * 100, "height": (y2 - y1) / height * 100}
-            regions.append(_region(f"{from_name}_bbox", to_name, "rectanglelabels", value, score,
-                                   id=parent, hidden=True, meta={"text": [parent]}))
+            value = {"rectanglelabels": [class_name], **box_target.percent_box(*dets.xyxy[i])}
+            regions.append(box_target.region("rectanglelabels", value, dets.scores[i], id=parent, hidden=True,
+                                             meta={"text": [parent]}))
         regions.extend(points)
     return regions

@@ -23,6 +23,7 @@ import yaml
 
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.utils import parse_bool
+from utils.detections import Target
 from utils.models import resolve_in_root
 
 logger = logging.getLogger(__name__)
@@ -245,9 +246,8 @@ def track_label(classes: Iterable[int], names: Dict[int, str], label_map: Dict[s
 
 
 def track_regions(tracks: Dict[int, List[Tuple]], names: Dict[int, str], label_map: Dict[str, str],
-                  width: int, height: int, frames_count: int, duration: float,
-                  from_name: str, to_name: str) -> List[dict]:
-    """One `videorectangle` region per track, in order of first appearance."""
+                  target: Target, frames_count: int, duration: float) -> List[dict]:
+    """One `videorectangle` region per track, in order of first appearance (`target`: the video's size)."""
     regions = []
     step = duration / frames_count if frames_count else 0.0
     for track_id, rows in sorted(tracks.items(), key=lambda item: (min(r[0] for r in item[1]), item[0])):
@@ -255,19 +255,11 @@ def track_regions(tracks: Dict[int, List[Tuple]], names: Dict[int, str], label_m
         if label is None:
             continue
         sequence = lifespan_sequence([
-            {"frame": int(frame), "enabled": True, "rotation": 0,
-             "x": x1 / width * 100, "y": y1 / height * 100,
-             "width": (x2 - x1) / width * 100, "height": (y2 - y1) / height * 100,
+            {"frame": int(frame), "enabled": True, "rotation": 0, **target.percent_box(x1, y1, x2, y2),
              "time": frame * step, "score": score}
             for frame, x1, y1, x2, y2, score, _ in rows
         ])
-        regions.append({
-            "id": f"{from_name}-track-{track_id}",
-            "from_name": from_name,
-            "to_name": to_name,
-            "type": "videorectangle",
-            "value": {"framesCount": int(frames_count), "duration": float(duration), "sequence": sequence,
-                      "labels": [label]},
-            "score": max(box["score"] for box in sequence),
-        })
+        value = {"framesCount": int(frames_count), "duration": float(duration), "sequence": sequence, "labels": [label]}
+        regions.append(target.region("videorectangle", value, max(box["score"] for box in sequence),
+                                     id=f"{target.from_name}-track-{track_id}"))
     return regions
