@@ -9,7 +9,8 @@ its project's labeling config are read from Label Studio's API, and a webhook La
 confirm (an annotation it has no record of, a deletion of one it still has) is refused with a 403.
 What this can confirm: that the annotation exists in a Label Studio the API key can read (any of
 its projects), or for a deletion, that (the first `MAX_CHECKED_DELETIONS` of) the ids are gone.
-Without those settings the body is used as sent (a warning says so once).
+Without those settings such a webhook is refused (403, naming the settings that enable it): the
+body alone would let anyone train on any path it names and write files under `MODEL_ROOT`.
 """
 
 import functools
@@ -23,7 +24,6 @@ from .utils import env_float
 
 logger = logging.getLogger(__name__)
 
-_warned_unverified = False
 # A bulk deletion lists many ids: so many API calls per unauthenticated request at the most.
 MAX_CHECKED_DELETIONS = 10
 
@@ -81,15 +81,12 @@ def _object_id(value: Any, what: str) -> int:
 def confirmed_annotation_event(event: str, data: dict) -> dict:
     """`data` of an unauthenticated annotation webhook, with its annotation, task and project
     replaced by what Label Studio's API holds (see the module docstring)."""
-    global _warned_unverified
     client = label_studio_client(timeout=env_float("MEDIA_READ_TIMEOUT", 30.0))
     if client is None:
-        if not _warned_unverified:
-            _warned_unverified = True
-            logger.warning("Annotation webhooks arrive without credentials and cannot be confirmed: set "
-                           "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so that only annotations Label Studio "
-                           "really holds train the model")
-        return data
+        logger.warning("Refused an unauthenticated %s webhook: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                       "so that the backend can confirm such webhooks with Label Studio", event)
+        raise Forbidden("Annotation webhooks without credentials are accepted only when the backend can confirm "
+                        "them with Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend")
 
     if event == "ANNOTATIONS_DELETED":
         annotations = data.get("annotations")

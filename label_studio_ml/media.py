@@ -7,18 +7,26 @@ bounded cache directory, errors that name the URL, and one start-up line telling
 Studio is reachable with the configured URL and token.
 """
 
+import hashlib
 import logging
 import os
+import re
+import socket
 import threading
 import time
-from typing import Optional, Tuple
-from urllib.parse import urlparse
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Optional, Tuple
+from urllib.parse import unquote, urlparse
 
 import jwt
 import requests
 from label_studio_sdk._extensions.label_studio_tools.core.utils import io as ls_io
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .exceptions import BadRequest, FailedDependency, NotFound, PayloadTooLarge
+from .exceptions import FailedDependency, MLBackendError, NotFound, PayloadTooLarge, TaskDataError
 from .utils import env_float, env_int
 
 logger = logging.getLogger(__name__)
@@ -97,17 +105,192 @@ def _timeout() -> Tuple[float, float]:
     return env_float("MEDIA_CONNECT_TIMEOUT", 5.0), env_float("MEDIA_READ_TIMEOUT", 30.0)
 
 
+def _total_timeout() -> float:
+    return env_float("MEDIA_TOTAL_TIMEOUT", 60.0)
+
+
+def _max_bytes() -> int:
+    return env_int("MEDIA_MAX_BYTES", 512 * 1024 * 1024)
+
+
+# ----- credentials: which token may go to which host ----------------------------------------------
+
+def _origin(url: str) -> str:
+    parsed = urlparse(url)
+    return f"{parsed.scheme.lower()}://{parsed.netloc.lower()}"
+
+
+def valid_label_studio_url(value: Any) -> Optional[str]:
+    """`value` as a Label Studio base URL (`http(s)://host[:port][/path]`, no trailing slash), else None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip().rstrip("/")
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or "@" in parsed.netloc:
+        return None
+    if parsed.query or parsed.fragment or parsed.params:
+        return None
+    return value
+
+
+def media_credentials(stored: Optional[dict] = None, hostname: Optional[str] = None,
+                      access_token: Optional[str] = None) -> Tuple[str, str]:
+    """`(Label Studio URL, token)` that media downloads may use.
+
+    A token goes only to the host it came with. `LABEL_STUDIO_URL`, when set, is the Label Studio:
+    `/setup`'s hostname never overrides it, and its token is `LABEL_STUDIO_API_KEY`, else the one
+    `/setup` sent. Without it, the hostname and token `/setup` sent (`stored`) are used as the pair
+    they came as: an unauthenticated `/setup` naming another host must not receive a token sent
+    earlier, nor `LABEL_STUDIO_API_KEY`. `hostname`/`access_token` (passed by a backend's own code)
+    win; a hostname passed alone gets a token only when it is the configured Label Studio.
+    """
+    stored = stored or {}
+    env_url, env_key = label_studio_url(), label_studio_api_key()
+    if env_url:
+        default = (env_url, env_key or stored.get("access_token") or "")
+    else:
+        default = (stored.get("hostname") or "", stored.get("access_token") or "")
+    if not hostname:
+        return default[0], access_token or default[1]
+    hostname = hostname.rstrip("/")
+    if access_token:
+        return hostname, access_token
+    same_host = bool(default[0]) and _origin(hostname) == _origin(default[0])
+    return hostname, default[1] if same_host else ""
+
+
+_TASK_MEDIA_PATH = re.compile(r"/tasks/[0-9]+/(presign|resolve)/")
+_PROJECT_MEDIA_PATH = re.compile(r"/projects/[0-9]+/resolve/")
+
+
+def is_media_endpoint(url: str, base_url: str) -> bool:
+    """True for Label Studio's media endpoints under `base_url`: uploads, local files, presigned
+    cloud files, storage proxies. The token is sent there and nowhere else on that host."""
+    if not base_url or _origin(url) != _origin(base_url):
+        return False
+    path = unquote(urlparse(url).path)
+    if "\\" in path or any(segment in (".", "..") for segment in path.split("/")):
+        return False
+    prefix = urlparse(base_url).path.rstrip("/")
+    if not path.startswith(prefix + "/"):
+        return False
+    path = path[len(prefix):]
+    return (path.startswith(("/data/upload/", "/data/local-files/", "/storage-data/uploaded/"))
+            or bool(_TASK_MEDIA_PATH.fullmatch(path)) or bool(_PROJECT_MEDIA_PATH.fullmatch(path)))
+
+
+def task_id_for_url(task_id: Any) -> int:
+    """A task id as it may go into a Label Studio URL: an integer, else a `TaskDataError`."""
+    if isinstance(task_id, int) and not isinstance(task_id, bool) and task_id >= 0:
+        return task_id
+    if isinstance(task_id, str) and re.fullmatch(r"[0-9]{1,18}", task_id):
+        return int(task_id)
+    raise TaskDataError(f"Task id {str(task_id)[:40]!r} is not an integer: cloud storage media cannot be resolved")
+
+
+# ----- bounded downloads --------------------------------------------------------------------------
+
+_active_deadline: ContextVar[Optional["_Deadline"]] = ContextVar("media_download_deadline", default=None)
+
+
+class _Deadline:
+    """A total time limit for one media download: when it passes, the sockets of the download are
+    shut down, which ends a read blocked on a server that trickles bytes (the read timeout bounds
+    only each wait, not the sum)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expires_at = time.monotonic() + seconds
+        self.expired = False
+        self._sockets = []
+        self._lock = threading.Lock()
+
+    def track(self, sock) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    @contextmanager
+    def enforced(self):
+        """Run the block with this deadline: sockets it opens are tracked, a timer expires them."""
+        timer = threading.Timer(max(0.0, self.expires_at - time.monotonic()), self.expire)
+        timer.daemon = True
+        timer.start()
+        token = _active_deadline.set(self)
+        try:
+            yield
+        finally:
+            _active_deadline.reset(token)
+            timer.cancel()
+
+
+def _shutdown(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _TracksSocket:
+    """Mixin of urllib3 connections: register the socket with the download's deadline."""
+
+    def connect(self):
+        super().connect()
+        deadline = _active_deadline.get()
+        if deadline is not None:
+            deadline.track(self.sock)
+
+
+class _TrackedHTTPConnection(_TracksSocket, HTTPConnection):
+    pass
+
+
+class _TrackedHTTPSConnection(_TracksSocket, HTTPSConnection):
+    pass
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
 class _BoundedSession(requests.Session):
-    """Every media request gets a timeout and refuses bodies above `MEDIA_MAX_BYTES`.
+    """The session the SDK downloads media with: a read timeout on every wait, a total deadline
+    (`MEDIA_TOTAL_TIMEOUT`) for the whole download, bytes counted while they stream
+    (`MEDIA_MAX_BYTES`, whatever `Content-Length` says), and the token stripped from any request
+    that is not to one of Label Studio's media endpoints (redirects included).
 
     It also remembers whether Label Studio refused the credentials: the SDK may try a second
     URL after a 401 and then re-raise the first URL's error, which would hide the 401.
     """
 
-    def __init__(self):
+    def __init__(self, base_url: str = "", sends_token: bool = True):
         super().__init__()
+        self.base_url = base_url
+        self.sends_token = sends_token  # False: no token at all (the SDK would fall back to LABEL_STUDIO_API_KEY)
+        self.deadline = _Deadline(_total_timeout())
         self.refusals = set()  # 401/403 answers seen
         self.downloaded = False  # a cache hit sends no request
+        self.mount("http://", _DeadlineAdapter())
+        self.mount("https://", _DeadlineAdapter())
 
     @property
     def unauthorized(self) -> bool:
@@ -115,16 +298,44 @@ class _BoundedSession(requests.Session):
 
     def request(self, method, url, **kwargs):
         kwargs.setdefault("timeout", _timeout())
-        response = super().request(method, url, **kwargs)
+        with self.deadline.enforced():
+            try:
+                response = super().request(method, url, **kwargs)
+                self._read_body(response, url)
+            except requests.RequestException as exc:
+                if self.deadline.expired:
+                    raise FailedDependency(f"Cannot download {url}: not complete within "
+                                           f"{self.deadline.seconds:g} s (MEDIA_TOTAL_TIMEOUT)") from exc
+                raise
         self.downloaded = self.downloaded or response.ok
         if response.status_code in (401, 403):
             self.refusals.add(response.status_code)
-        limit = env_int("MEDIA_MAX_BYTES", 512 * 1024 * 1024)
+        return response
+
+    def send(self, request, **kwargs):
+        if "Authorization" in request.headers and not (self.sends_token and is_media_endpoint(request.url, self.base_url)):
+            logger.warning("Not sending the Label Studio token to %s: not a Label Studio media endpoint",
+                           urlparse(request.url)._replace(query="").geturl())
+            del request.headers["Authorization"]
+        return super().send(request, **kwargs)
+
+    @staticmethod
+    def _read_body(response, url: str) -> None:
+        """Read the body now, counting bytes, so that the SDK (which keeps it in memory and writes it
+        to the cache) never sees more than `MEDIA_MAX_BYTES`, chunked or not."""
+        limit = _max_bytes()
         length = response.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
             response.close()
             raise PayloadTooLarge(f"{url} is {int(length)} bytes, above MEDIA_MAX_BYTES={limit}")
-        return response
+        body = bytearray()
+        for chunk in response.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                response.close()
+                raise PayloadTooLarge(f"{url} sent more than MEDIA_MAX_BYTES={limit} bytes")
+        # requests keeps a consumed body here; `response.content` now returns it without reading.
+        response._content = bytes(body)
 
 
 def media_cache_dir() -> str:
@@ -133,17 +344,34 @@ def media_cache_dir() -> str:
     return path
 
 
+def _cache_dir_for(url: str, base_url: str, task_id: Optional[int], cache_dir: str) -> str:
+    """Where `url`'s file is cached. What Label Studio serves is cached per Label Studio (a file of
+    one never answers for another), and a cloud URI per task: Label Studio presigns it through the
+    task's project storage, so the same URI may be another file in another project or storage."""
+    if url.startswith(("http://", "https://")):
+        return cache_dir
+    host_dir = os.path.join(cache_dir, "ls-" + hashlib.sha256(_origin(base_url).encode()).hexdigest()[:12])
+    if task_id is None:
+        return host_dir
+    return os.path.join(host_dir, f"task-{task_id}")
+
+
 _prune_lock = threading.Lock()
 
 
 def prune_media_cache(cache_dir: str, max_bytes: int) -> int:
-    """Delete the least recently used files until the cache holds at most `max_bytes`; return bytes freed."""
+    """Delete the least recently used files (in `cache_dir` and below) until the cache holds at most
+    `max_bytes`; return bytes freed. Directories left empty are removed."""
     with _prune_lock:
         entries = []
-        for entry in os.scandir(cache_dir):
-            if entry.is_file():
-                stat = entry.stat()
-                entries.append((max(stat.st_atime, stat.st_mtime), stat.st_size, entry.path))
+        for folder, _, names in os.walk(cache_dir):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue
+                entries.append((max(stat.st_atime, stat.st_mtime), stat.st_size, path))
         total = sum(size for _, size, _ in entries)
         freed = 0
         for _, size, path in sorted(entries):
@@ -154,7 +382,17 @@ def prune_media_cache(cache_dir: str, max_bytes: int) -> int:
                 freed += size
             except OSError:
                 pass
+            _remove_empty_parents(os.path.dirname(path), cache_dir)
         return freed
+
+
+def _remove_empty_parents(folder: str, root: str) -> None:
+    while os.path.abspath(folder) != os.path.abspath(root):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # not empty
+        folder = os.path.dirname(folder)
 
 
 def _is_local_path(url: str) -> bool:
@@ -172,11 +410,14 @@ def get_local_path(
 ) -> str:
     """Local file path for task media `url`, downloading (and caching) it when needed.
 
-    Raises `NotFound` (404) when the file does not exist, `FailedDependency` (424) when it cannot
-    be fetched, `BadRequest` for a value that is no URL or path; each message names the URL.
+    `hostname`/`access_token` default to `LABEL_STUDIO_URL`/`LABEL_STUDIO_API_KEY` (see
+    `media_credentials` for which token may go where). Raises `NotFound` (404) when the file does
+    not exist, `FailedDependency` (424) when it cannot be fetched, `TaskDataError` for a value that
+    is no URL or path, or a task id that is no integer where one goes into a URL; each message
+    names the URL.
     """
     if not isinstance(url, str) or not url.strip():
-        raise BadRequest(f"Task data value is not a media URL or path: {url!r}")
+        raise TaskDataError(f"Task data value is not a media URL or path: {str(url)[:100]!r}")
     if _is_local_path(url):
         path = url[len("file://"):] if url.startswith("file://") else url
         if not os.path.isfile(path):
@@ -185,32 +426,35 @@ def get_local_path(
     if not url.startswith(_URI_PREFIXES):
         raise NotFound(f"File not found: {url}")
 
-    base_url = (hostname or label_studio_url()).rstrip("/")
-    token = access_token or label_studio_api_key()
+    base_url, token = media_credentials(hostname=hostname, access_token=access_token)
     if not base_url and not url.startswith(("http://", "https://")):
         raise FailedDependency(f"Cannot fetch {url}: it is served by Label Studio and LABEL_STUDIO_URL is not set")
+    cloud = ls_io.is_cloud_storage_uri(url)
+    task_id = task_id_for_url(task_id) if cloud and task_id is not None else None
     cache_dir = cache_dir or media_cache_dir()
+    target_dir = _cache_dir_for(url, base_url, task_id, cache_dir)
+    os.makedirs(target_dir, exist_ok=True)
     pat = bool(token) and bool(base_url) and is_personal_access_token(token)
 
     def fetch(session, force_refresh=False):
         effective = _tokens.access_token(base_url, token, force=force_refresh) if pat else token
         with ls_io.http_session(session):
             return ls_io.get_local_path(
-                url, cache_dir=cache_dir, hostname=base_url or None, access_token=effective or None,
+                url, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,
-                image_dir=cache_dir,  # else the SDK creates ~/.local/share/label-studio to look for uploads
+                image_dir=target_dir,  # else the SDK creates ~/.local/share/label-studio to look for uploads
             )
 
-    session = _BoundedSession()
+    session = _BoundedSession(base_url, sends_token=bool(token))
     try:
         try:
             path = fetch(session)
         except requests.HTTPError:
             if not (pat and session.refusals):
                 raise
-            session = _BoundedSession()  # the access token may have been revoked: refresh once
+            session = _BoundedSession(base_url, sends_token=bool(token))  # the access token may have been revoked: refresh once
             path = fetch(session, force_refresh=True)
-    except (NotFound, FailedDependency, PayloadTooLarge, BadRequest):
+    except MLBackendError:
         raise
     except requests.HTTPError as exc:
         if session.unauthorized:
@@ -249,7 +493,9 @@ def get_local_path(
 def check_label_studio_connection() -> str:
     """One line saying whether Label Studio is reachable with the configured URL and token.
 
-    Called once at start-up (never on a request path); the token itself is never logged.
+    Called once at start-up (never on a request path); the token itself is never logged. Advice
+    about the URL (e.g. `localhost` inside a container) is added only when the check did not
+    succeed: a URL that works needs no advice.
     """
     base_url, token = label_studio_url(), label_studio_api_key()
     if not base_url:
@@ -257,12 +503,14 @@ def check_label_studio_connection() -> str:
     problems = url_problems(base_url)
     if not base_url.startswith(("http://", "https://")):
         return "; ".join(problems)
-    return "; ".join([_reachability(base_url, token)] + problems)
+    reachable, message = _reachability(base_url, token)
+    return message if reachable else "; ".join([message] + problems)
 
 
-def _reachability(base_url: str, token: str) -> str:
+def _reachability(base_url: str, token: str) -> Tuple[bool, str]:
+    """`(True, message)` when Label Studio accepted the token, else `(False, what went wrong)`."""
     if not token:
-        return f"Label Studio at {base_url}: LABEL_STUDIO_API_KEY is not set, uploads cannot be fetched"
+        return False, f"Label Studio at {base_url}: LABEL_STUDIO_API_KEY is not set, uploads cannot be fetched"
     kind = "personal access token" if is_personal_access_token(token) else "legacy token"
     try:
         if kind == "personal access token":
@@ -271,7 +519,8 @@ def _reachability(base_url: str, token: str) -> str:
             headers = {"Authorization": "Token " + token}
         response = requests.get(f"{base_url}/api/current-user/whoami", headers=headers, timeout=(2, 3))
     except Exception as exc:  # reachability is advice only
-        return f"Label Studio at {base_url} is not reachable: {type(exc).__name__}"
+        return False, f"Label Studio at {base_url} is not reachable: {type(exc).__name__}"
     if response.status_code == 200:
-        return f"Label Studio at {base_url} is reachable, {kind} accepted"
-    return f"Label Studio at {base_url} answered HTTP {response.status_code} to the {kind}: check LABEL_STUDIO_API_KEY"
+        return True, f"Label Studio at {base_url} is reachable, {kind} accepted"
+    return False, (f"Label Studio at {base_url} answered HTTP {response.status_code} to the {kind}: "
+                   "check LABEL_STUDIO_API_KEY")

@@ -160,19 +160,29 @@ class LabelStudioMLBase:
 
     # ----- media -------------------------------------------------------------------------------
     def set_label_studio_access(self, hostname: Optional[str], access_token: Optional[str]) -> None:
-        """Remember the Label Studio URL and token `/setup` sent, a fallback for media downloads."""
-        if hostname:
-            self.set("label_studio_hostname", hostname)
-        if access_token:
-            self.set("label_studio_access_token", access_token)
+        """Remember the Label Studio URL and token `/setup` sent, a fallback for media downloads.
+
+        They are kept as the pair they came as: a new hostname replaces the token too (sent alone,
+        it comes with none), so a token never reaches a host other than the one it came with."""
+        if not hostname and not access_token:
+            return
+        pair = {"hostname": media.valid_label_studio_url(hostname), "access_token": access_token or None}
+        if hostname and not pair["hostname"]:
+            logger.warning("/setup sent hostname %r, which is no http(s) URL: ignored", str(hostname)[:100])
+        self.set("label_studio_access", json.dumps(pair, sort_keys=True))
+
+    def label_studio_access(self) -> Dict[str, Optional[str]]:
+        """The `{"hostname", "access_token"}` pair `/setup` sent last (empty dict if none)."""
+        raw = self.get("label_studio_access")
+        return json.loads(raw) if raw else {}
 
     def get_local_path(self, url: str, task_id=None, hostname=None, access_token=None, cache_dir=None) -> str:
         """Local path of task media: local files as is, anything else downloaded once and cached.
 
-        Credentials: arguments, else `LABEL_STUDIO_URL`/`LABEL_STUDIO_API_KEY`, else what `/setup` sent.
+        Credentials: arguments, else `LABEL_STUDIO_URL`/`LABEL_STUDIO_API_KEY`, else what `/setup`
+        sent, never a token to a host it did not come with (`media.media_credentials`).
         """
-        hostname = hostname or media.label_studio_url() or self.get("label_studio_hostname")
-        access_token = access_token or media.label_studio_api_key() or self.get("label_studio_access_token")
+        hostname, access_token = media.media_credentials(self.label_studio_access(), hostname, access_token)
         return media.get_local_path(url, task_id=task_id, hostname=hostname, access_token=access_token, cache_dir=cache_dir)
 
     def preload_task_data(self, task: Dict, value: Any = None, read_file: bool = True) -> Any:

@@ -1,7 +1,8 @@
 """`label-studio-ml`: the command line that creates, starts and deploys ML backends.
 
 - `create NAME [--script FILE[:Class]]` writes a backend directory from `default_configs/`;
-- `start NAME ...` runs `NAME/_wsgi.py` (the backend's own command line, see `wsgi.build_parser`);
+- `start NAME ...` runs `NAME/_wsgi.py` (the backend's own command line, see `wsgi.build_parser`),
+  which serves with gunicorn, or Flask's development server with `--debug`;
 - `deploy gcp NAME ...` deploys a backend to Google Cloud Run with `gcloud run deploy --source`.
 
 Messages for the user are printed here (green success, yellow warnings, red errors on stderr,
@@ -168,6 +169,11 @@ def cmd_create(args) -> int:
 
 
 # ----- start -------------------------------------------------------------------------------------
+def env_first(*names: str) -> Optional[str]:
+    """The value of the first of `names` set in the environment."""
+    return next((os.environ[name] for name in names if os.getenv(name)), None)
+
+
 def wsgi_arguments(args) -> List[str]:
     """The `_wsgi.py` command line for the options of `start`: port and host always, the rest when given."""
     argv = ["--port", str(args.port), "--host", args.host]
@@ -294,15 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--root-dir", default=".", help="where to create NAME (default: current directory)")
     create.set_defaults(handler=cmd_create)
 
-    start = commands.add_parser("start", help="serve an ML backend with its _wsgi.py")
+    start = commands.add_parser(
+        "start", help="serve an ML backend with its _wsgi.py (gunicorn; in the foreground until Ctrl-C)",
+        description="Serve the backend NAME with gunicorn (WORKERS processes, 1 by default; threads and the "
+                    "rest as in label_studio_ml/gunicorn_config.py) by running NAME/_wsgi.py; it stays in the "
+                    "foreground until Ctrl-C. --debug serves with Flask's development server instead.")
     start.add_argument("name", help="the backend directory")
     start.add_argument("-p", "--port", type=int, default=int(os.getenv("PORT", 9090)), help="port (default: PORT or 9090)")
     start.add_argument("--host", default=os.getenv("HOST", "0.0.0.0"), help="interface to bind (default: HOST or 0.0.0.0)")
-    start.add_argument("--basic-auth-user", default=os.getenv("ML_SERVER_BASIC_AUTH_USER"),
-                       help="require Basic auth (default: ML_SERVER_BASIC_AUTH_USER)")
-    start.add_argument("--basic-auth-pass", default=os.getenv("ML_SERVER_BASIC_AUTH_PASS"),
-                       help="(default: ML_SERVER_BASIC_AUTH_PASS)")
-    start.add_argument("-d", "--debug", action="store_true", help="Flask debug mode, tracebacks in 500 answers")
+    start.add_argument("--basic-auth-user", default=env_first("ML_SERVER_BASIC_AUTH_USER", "BASIC_AUTH_USER"),
+                       help="require Basic auth (default: ML_SERVER_BASIC_AUTH_USER, else BASIC_AUTH_USER)")
+    start.add_argument("--basic-auth-pass", default=env_first("ML_SERVER_BASIC_AUTH_PASS", "BASIC_AUTH_PASS"),
+                       help="(default: ML_SERVER_BASIC_AUTH_PASS, else BASIC_AUTH_PASS)")
+    start.add_argument("-d", "--debug", action="store_true",
+                       help="Flask's development server in debug mode, tracebacks in 500 answers")
     start.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: LOG_LEVEL or INFO")
     start.add_argument("--kwargs", "--with", dest="kwargs", metavar="KEY=VAL", nargs="+", default=[],
                        help="keyword arguments for the model class (ints, floats and bools are parsed)")

@@ -1,24 +1,72 @@
-"""What every backend's `_wsgi.py` shares: logging set-up and the command line of `python _wsgi.py`.
+"""What every backend's `_wsgi.py` shares: logging set-up, finding the model class, and the command
+line of `python _wsgi.py`.
 
 `_wsgi.py` stays a few lines: it builds `app = init_app(ModelClass)` for gunicorn and calls
-`run_model_server(ModelClass)` when run as a script.
+`run_model_server(ModelClass)` when run as a script, which serves with gunicorn too (Flask's
+development server only with `--debug`).
 """
 
 import argparse
+import importlib
+import inspect
 import logging
 import os
 import sys
-from typing import List, Optional, Type
+from typing import Callable, List, Optional, Type, Union
 
 from .utils import parse_scalar
 
 LOG_FORMAT = "[%(asctime)s] [%(levelname)s] [%(name)s::%(funcName)s::%(lineno)d] %(message)s"
+BASE_CLASS_NAME = "LabelStudioMLBase"
+
+logger = logging.getLogger(__name__)
+
+
+class ModelClassError(Exception):
+    """The model module does not tell which class to serve; the message says what to change."""
 
 
 def configure_logging(level: Optional[str] = None) -> None:
     """Root logging at `level`, else `LOG_LEVEL` (default INFO)."""
     level = (level or os.getenv("LOG_LEVEL") or "INFO").upper()
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def model_classes_of(module) -> List[Type]:
+    """The `LabelStudioMLBase` subclasses defined in `module` itself (not imported into it), in file order."""
+    from .model import LabelStudioMLBase
+
+    return [obj for obj in vars(module).values()
+            if inspect.isclass(obj) and issubclass(obj, LabelStudioMLBase) and obj is not LabelStudioMLBase
+            and obj.__module__ == module.__name__]
+
+
+def find_model_class(reference: str) -> Type:
+    """The class a backend serves, from `"module:Class"` as `label-studio-ml create` wrote it.
+
+    `Class` when the module still defines it; otherwise the module's one `LabelStudioMLBase`
+    subclass, so renaming the class (or replacing `model.py` with another model) needs no edit of
+    `_wsgi.py`. None or several: a `ModelClassError` naming them and what to do.
+    """
+    module_name, _, preferred = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise  # a dependency of the model module is missing: its own traceback says which
+        raise ModelClassError(f"no {module_name}.py next to _wsgi.py: it holds the model class") from None
+    named = getattr(module, preferred, None) if preferred else None
+    candidates = model_classes_of(module)
+    if named in candidates:
+        return named
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise ModelClassError(f"{module_name}.py defines no subclass of {BASE_CLASS_NAME}: "
+                              f"write one, e.g. class MyModel({BASE_CLASS_NAME})")
+    names = ", ".join(cls.__name__ for cls in candidates)
+    raise ModelClassError(f"{module_name}.py defines several subclasses of {BASE_CLASS_NAME} ({names}): "
+                          f"keep one, or name the one to serve in _wsgi.py (MODEL = \"{module_name}:ClassName\")")
 
 
 def parse_kwargs(pairs: List[str]) -> dict:
@@ -33,26 +81,65 @@ def parse_kwargs(pairs: List[str]) -> dict:
 
 
 def build_parser(model_name: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=f"Serve the {model_name} ML backend for Label Studio")
+    parser = argparse.ArgumentParser(description=f"Serve the {model_name} ML backend for Label Studio with gunicorn "
+                                                 "(WORKERS processes, 1 by default, and the THREADS of "
+                                                 "label_studio_ml/gunicorn_config.py)")
     parser.add_argument("-p", "--port", type=int, default=int(os.getenv("PORT", 9090)), help="port (default: PORT or 9090)")
     parser.add_argument("--host", default=os.getenv("HOST", "0.0.0.0"), help="interface to bind (default 0.0.0.0)")
     parser.add_argument("--kwargs", "--with", dest="kwargs", metavar="KEY=VAL", nargs="+", default=[],
                         help="keyword arguments for the model class (ints, floats and bools are parsed)")
-    parser.add_argument("-d", "--debug", action="store_true", help="Flask debug mode, tracebacks in 500 answers")
+    parser.add_argument("-d", "--debug", action="store_true",
+                        help="serve with Flask's development server in debug mode, tracebacks in 500 answers")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
                         help="logging level (default: LOG_LEVEL or INFO)")
     parser.add_argument("--model-dir", default=None, help="directory of cache.db and the media cache (MODEL_DIR)")
     parser.add_argument("--check", action="store_true", help="instantiate the model class once, report and exit")
-    parser.add_argument("--basic-auth-user", default=os.getenv("ML_SERVER_BASIC_AUTH_USER") or os.getenv("BASIC_AUTH_USER"))
-    parser.add_argument("--basic-auth-pass", default=os.getenv("ML_SERVER_BASIC_AUTH_PASS") or os.getenv("BASIC_AUTH_PASS"))
+    parser.add_argument("--basic-auth-user", default=os.getenv("ML_SERVER_BASIC_AUTH_USER") or os.getenv("BASIC_AUTH_USER"),
+                        help="require Basic auth (default: ML_SERVER_BASIC_AUTH_USER, else BASIC_AUTH_USER)")
+    parser.add_argument("--basic-auth-pass", default=os.getenv("ML_SERVER_BASIC_AUTH_PASS") or os.getenv("BASIC_AUTH_PASS"),
+                        help="(default: ML_SERVER_BASIC_AUTH_PASS, else BASIC_AUTH_PASS)")
     return parser
 
 
-def run_model_server(model_class: Type, argv: Optional[List[str]] = None) -> None:
-    """Entry point of `python _wsgi.py ...`: parse the command line and serve with Flask's threaded server."""
+def serve_with_gunicorn(make_app: Callable, host: str, port: int, log_level: str) -> None:
+    """Serve the app `make_app()` builds in each gunicorn worker (so that threads it starts, such as
+    the Label Studio check, run in the worker and not in the master that forks it), with the
+    settings of `gunicorn_config.py`, as `gunicorn -c python:label_studio_ml.gunicorn_config` does."""
+    from gunicorn.app.base import Application
+
+    class ModelServer(Application):
+        def init(self, parser, opts, args):
+            return None  # no gunicorn command line: ours is parsed already
+
+        def load_config(self):
+            self.load_config_from_module_name_or_filename(f"python:{__package__}.gunicorn_config")
+            for key, value in {"bind": f"{host}:{port}", "loglevel": log_level.lower(),
+                               "control_socket_disable": True}.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return make_app()
+
+    ModelServer().run()
+
+
+def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
+                     on_start: Optional[Callable] = None) -> None:
+    """Entry point of `python _wsgi.py ...`: parse the command line and serve with gunicorn, or with
+    Flask's development server for `--debug` (and on Windows, where gunicorn does not run).
+
+    `model` is the model class or its `"module:Class"` reference (see `find_model_class`; an error
+    there ends the process with one line). `on_start()` runs in each serving process once its app
+    exists, e.g. to start loading weights in the background.
+    """
     from .api import init_app
 
-    parser = build_parser(model_class.__name__)
+    if isinstance(model, str):
+        try:
+            model = find_model_class(model)
+        except ModelClassError as exc:
+            sys.exit(f"error: {exc}")
+    parser = build_parser(model.__name__)
     args = parser.parse_args(argv)
     try:
         kwargs = parse_kwargs(args.kwargs)
@@ -62,10 +149,19 @@ def run_model_server(model_class: Type, argv: Optional[List[str]] = None) -> Non
     if args.model_dir:
         os.environ["MODEL_DIR"] = args.model_dir
     if args.check:
-        model_class(project_id="", label_config=None, **kwargs)
-        logging.getLogger(__name__).info("%s instance created: check passed", model_class.__name__)
+        model(project_id="", label_config=None, **kwargs)
+        logger.info("%s instance created: check passed", model.__name__)
         return
-    app = init_app(model_class, basic_auth_user=args.basic_auth_user, basic_auth_pass=args.basic_auth_pass,
-                   model_kwargs=kwargs)
-    app.extensions["ml_server"].debug = args.debug
-    app.run(host=args.host, port=args.port, debug=args.debug, threaded=True, use_reloader=False)
+
+    def make_app():
+        app = init_app(model, basic_auth_user=args.basic_auth_user, basic_auth_pass=args.basic_auth_pass,
+                       model_kwargs=kwargs)
+        app.extensions["ml_server"].debug = args.debug
+        if on_start:
+            on_start()
+        return app
+
+    if args.debug or os.name != "posix":
+        make_app().run(host=args.host, port=args.port, debug=args.debug, threaded=True, use_reloader=False)
+    else:
+        serve_with_gunicorn(make_app, args.host, args.port, args.log_level or os.getenv("LOG_LEVEL") or "INFO")

@@ -1,6 +1,7 @@
 """A tiny stand-in for Label Studio: media endpoints, prediction uploads, and the annotation, task
 and project reads that confirm unauthenticated webhooks."""
 
+import itertools
 import time
 import uuid
 
@@ -21,7 +22,7 @@ def personal_access_token() -> str:
 def make_fake_label_studio():
     app = Flask("fake-label-studio")
     state = {"valid_access": set(), "refreshes": 0, "downloads": 0, "predictions": [], "fail_uploads": 0,
-             "annotations": {}, "tasks": {}, "projects": {}, "reads": 0}
+             "annotations": {}, "tasks": {}, "projects": {}, "reads": 0, "prediction_ids": itertools.count(1)}
     app.config["state"] = state
 
     def authorized():
@@ -62,10 +63,27 @@ def make_fake_label_studio():
             state["fail_uploads"] -= 1
             return jsonify({"detail": "temporarily unavailable"}), 503
         body = request.get_json()
-        prediction = dict(body, id=len(state["predictions"]) + 1, created_at="2026-01-01T00:00:00Z",
+        prediction = dict(body, id=next(state["prediction_ids"]), created_at="2026-01-01T00:00:00Z",
                           updated_at="2026-01-01T00:00:00Z")
         state["predictions"].append(prediction)
         return jsonify(prediction), 201
+
+    @app.get("/api/predictions/")
+    def list_predictions():
+        if not authorized():
+            return jsonify({"detail": "Authentication credentials were not provided."}), 401
+        task = request.args.get("task", type=int)
+        return jsonify([p for p in state["predictions"] if task is None or p.get("task") == task])
+
+    @app.delete("/api/predictions/<int:prediction_id>/")
+    def delete_prediction(prediction_id):
+        if not authorized():
+            return jsonify({"detail": "Authentication credentials were not provided."}), 401
+        kept = [p for p in state["predictions"] if p["id"] != prediction_id]
+        if len(kept) == len(state["predictions"]):
+            return jsonify({"detail": "Not found."}), 404
+        state["predictions"][:] = kept
+        return "", 204
 
     def stored(kind, object_id):
         if not authorized():
@@ -81,6 +99,9 @@ def make_fake_label_studio():
     @app.get("/api/tasks/<int:object_id>/")
     def task(object_id):
         answer, status = stored("tasks", object_id)
+        if status == 200:  # like Label Studio: a task carries its predictions
+            predictions = [p for p in state["predictions"] if p.get("task") == object_id]
+            answer = jsonify(dict(answer.get_json(), predictions=predictions))
         if status == 200 and request.args.get("resolve_uri", "true").lower() != "false":
             # like Label Studio: storage URIs become its relative proxy links by default
             data = {key: f"/tasks/{object_id}/resolve/?fileuri={value}" if str(value).startswith("s3://") else value

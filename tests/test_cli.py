@@ -9,19 +9,23 @@ import textwrap
 
 import pytest
 import requests
+import yaml
 
-from helpers import REPO_ROOT, serve_in_process
-from label_studio_ml import server
+from fake_label_studio import LEGACY_TOKEN, make_fake_label_studio
+from helpers import REPO_ROOT, read_log, serve_in_process, serve_in_thread
+from label_studio_ml import media, server
 from label_studio_ml.server import (
     find_model_classes, gcp_deploy_command, main, masked, service_name, split_script_spec,
 )
 
 CLI = [sys.executable, "-m", "label_studio_ml.server"]
 GENERATED = {
-    ".dockerignore", "Dockerfile", "README.md", "_wsgi.py", "docker-compose.yml", "model.py",
+    ".dockerignore", ".gitignore", "Dockerfile", "README.md", "_wsgi.py", "docker-compose.yml", "model.py",
     "requirements-base.txt", "requirements-test.txt", "requirements.txt", "test_api.py",
 }
 MODEL_HEADER = "from label_studio_ml.model import LabelStudioMLBase\n\n"
+TEXT_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+               '<Choice value="Positive"/><Choice value="Negative"/></Choices></View>')
 
 
 def child_env(**extra) -> dict:
@@ -51,13 +55,28 @@ def test_create_default_template(tmp_path, capsys):
     assert main(["create", "my_backend", "--root-dir", str(tmp_path)]) == 0
     target = tmp_path / "my_backend"
     assert {p.name for p in target.iterdir()} == GENERATED
-    assert "from model import NewModel" in (target / "_wsgi.py").read_text()
-    assert "run_model_server(NewModel)" in (target / "_wsgi.py").read_text()
+    assert 'MODEL = "model:NewModel"' in (target / "_wsgi.py").read_text()
     assert "class NewModel(LabelStudioMLBase)" in (target / "model.py").read_text()
     assert "  my-backend:" in (target / "docker-compose.yml").read_text()
     for path in target.iterdir():
         assert "{{" not in path.read_text(), f"placeholder left in {path.name}"
     assert "Created ML backend NewModel" in capsys.readouterr().out
+
+
+def test_generated_files_agree_on_the_data_folder_and_the_sdk(backend):
+    compose = yaml.safe_load((backend / "docker-compose.yml").read_text())
+    (service,) = compose["services"].values()
+    env = dict(item.split("=", 1) for item in service["environment"])
+    mounts = dict(reversed(volume.split(":")) for volume in service["volumes"])
+    assert mounts[env["MODEL_DIR"]] == "./data/server"
+    assert "`MODEL_DIR=/data`, which is `./data/server`" in (backend / "README.md").read_text()
+    dockerfile = (backend / "Dockerfile").read_text()
+    assert f"MODEL_DIR={env['MODEL_DIR']}" in dockerfile
+    assert "label-studio-ml>=" in (backend / "requirements-base.txt").read_text()
+    assert "from the package index" in dockerfile and "git" not in dockerfile
+    readme = (backend / "README.md").read_text()
+    for name in ("BASIC_AUTH_USER", "ML_SERVER_BASIC_AUTH_USER", "--basic-auth-user"):
+        assert name in readme
 
 
 def test_init_is_an_alias_and_an_empty_directory_is_accepted(tmp_path):
@@ -94,8 +113,8 @@ def test_script_with_one_model_class(tmp_path):
     assert main(["create", str(target), "--script", str(script)]) == 0
     assert (target / "my_model.py").read_text() == script.read_text()
     assert not (target / "model.py").exists()
-    assert "from my_model import MyModel" in (target / "_wsgi.py").read_text()
-    assert "from my_model import MyModel" in (target / "test_api.py").read_text()
+    assert 'MODEL = "my_model:MyModel"' in (target / "_wsgi.py").read_text()
+    assert 'find_model_class("my_model:MyModel")' in (target / "test_api.py").read_text()
 
     (target / "my_model.py").write_text(script.read_text() + "# edited in place\n")
     assert main(["create", str(target), "--script", str(target / "my_model.py"), "--force"]) == 0
@@ -112,7 +131,7 @@ def test_script_with_explicit_class(tmp_path):
     """)
     target = tmp_path / "b"
     assert main(["create", str(target), "--script", f"{script}:Second"]) == 0
-    assert "from models import Second" in (target / "_wsgi.py").read_text()
+    assert 'MODEL = "models:Second"' in (target / "_wsgi.py").read_text()
 
 
 @pytest.mark.parametrize("body, spec_suffix, message", [
@@ -167,13 +186,85 @@ def test_generated_test_api_passes(backend):
 
 
 # ----- start -------------------------------------------------------------------------------------
-def test_start_serves_the_backend(backend):
+def test_start_serves_the_backend_with_gunicorn(backend, tmp_path):
+    log = tmp_path / "server.log"
     with serve_in_process([*CLI, "start", str(backend), "-p", "{port}", "--host", "127.0.0.1"],
-                          env=child_env()) as (base, _):
+                          env=child_env(), log_path=str(log)) as (base, _):
         assert requests.get(base + "/health", timeout=5).json() == {"status": "UP", "model_class": "NewModel"}
         tasks = [{"id": 1, "data": {"text": "a"}}, {"id": 2, "data": {"text": "b"}}]
-        results = requests.post(base + "/predict", json={"tasks": tasks}, timeout=5).json()["results"]
-        assert [r["model_version"] for r in results] == ["0.0.1", "0.0.1"]
+        answer = requests.post(base + "/predict", json={"tasks": tasks, "label_config": TEXT_CONFIG}, timeout=5)
+        assert [r["model_version"] for r in answer.json()["results"]] == ["0.0.1", "0.0.1"]
+        served = read_log(str(log), tail=0)
+    assert "Booting worker" in served and "gunicorn" in served
+    assert "development server" not in served
+
+
+def test_start_debug_serves_with_flask(backend, tmp_path):
+    log = tmp_path / "server.log"
+    with serve_in_process([*CLI, "start", str(backend), "-p", "{port}", "--host", "127.0.0.1", "--debug"],
+                          env=child_env(), log_path=str(log)) as (base, _):
+        assert requests.get(base + "/health", timeout=5).json()["model_class"] == "NewModel"
+        served = read_log(str(log), tail=0)
+    assert "Debug mode: on" in served and "Booting worker" not in served
+
+
+def readme_model() -> str:
+    """The `model.py` of the README's "Write your own backend"."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    after = readme.split("`my_backend/model.py`:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_model_served_by_a_generated_backend(tmp_path):
+    """The README's `class MyModel` replaces the template's `NewModel`: `start` serves it and the
+    generated tests pass, without editing `_wsgi.py` or `test_api.py`."""
+    target = tmp_path / "my_backend"
+    assert main(["create", str(target)]) == 0
+    (target / "model.py").write_text(readme_model())
+    with serve_in_process([*CLI, "start", str(target), "-p", "{port}", "--host", "127.0.0.1"],
+                          env=child_env()) as (base, _):
+        assert requests.get(base + "/health", timeout=5).json() == {"status": "UP", "model_class": "MyModel"}
+        answer = requests.post(base + "/predict", json={"tasks": [{"id": 1, "data": {"text": "a"}}],
+                                                        "label_config": TEXT_CONFIG}, timeout=5)
+        assert answer.json()["results"] == [{"result": [], "score": 0.0, "model_version": "my-model-v1"}]
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_api.py"],
+                           cwd=target, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+@pytest.mark.parametrize("body, served", [
+    ("class Base(LabelStudioMLBase): pass\nclass NewModel(Base): pass\n", "NewModel"),  # the named class wins
+    ("from shared import Other\nclass Mine(Other): pass\n", "Mine"),  # classes imported from elsewhere do not count
+])
+def test_start_finds_the_model_class(tmp_path, body, served):
+    target = tmp_path / "b"
+    assert main(["create", str(target)]) == 0
+    write_script(target / "shared.py", "class Other(LabelStudioMLBase): pass\n")
+    write_script(target / "model.py", body)
+    result = subprocess.run([*CLI, "start", str(target), "--check"], env=child_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"{served} instance created" in result.stderr
+
+
+@pytest.mark.parametrize("body, message", [
+    ("class A(LabelStudioMLBase): pass\nclass B(LabelStudioMLBase): pass\n",
+     'model.py defines several subclasses of LabelStudioMLBase (A, B): keep one, or name the one to serve in '
+     '_wsgi.py (MODEL = "model:ClassName")'),
+    ("class Plain: pass\n",
+     "model.py defines no subclass of LabelStudioMLBase: write one, e.g. class MyModel(LabelStudioMLBase)"),
+])
+def test_start_names_the_model_classes_when_it_cannot_choose(tmp_path, body, message):
+    target = tmp_path / "b"
+    assert main(["create", str(target)]) == 0
+    write_script(target / "model.py", body)
+    for command in (["start", str(target)], ["start", str(target), "--check"]):
+        result = subprocess.run([*CLI, *command, "-p", "1"], env=child_env(), capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
+        assert "Traceback" not in result.stderr
 
 
 def test_start_with_basic_auth(backend):
@@ -184,12 +275,41 @@ def test_start_with_basic_auth(backend):
         assert requests.get(base + "/health", auth=("u", "p"), timeout=5).status_code == 200
 
 
-def test_start_takes_basic_auth_from_the_environment(backend):
-    env = child_env(ML_SERVER_BASIC_AUTH_USER="u", ML_SERVER_BASIC_AUTH_PASS="p")
+@pytest.mark.parametrize("prefix", ["ML_SERVER_", ""])
+def test_start_takes_basic_auth_from_the_environment(backend, prefix):
+    """Both names documented in `start --help` and the READMEs work."""
+    env = child_env(**{f"{prefix}BASIC_AUTH_USER": "u", f"{prefix}BASIC_AUTH_PASS": "p"})
     with serve_in_process([*CLI, "start", str(backend), "-p", "{port}", "--host", "127.0.0.1"], env=env,
                           auth=("u", "p")) as (base, _):
         assert requests.get(base + "/health", timeout=5).status_code == 401
         assert requests.get(base + "/health", auth=("u", "p"), timeout=5).status_code == 200
+
+
+def test_start_help_names_both_basic_auth_variables(capsys):
+    with pytest.raises(SystemExit):
+        main(["start", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for name in ("ML_SERVER_BASIC_AUTH_USER", "BASIC_AUTH_USER", "ML_SERVER_BASIC_AUTH_PASS", "BASIC_AUTH_PASS",
+                 "gunicorn", "foreground"):
+        assert name in shown
+
+
+def test_startup_line_advises_on_docker_only_when_label_studio_is_not_reachable(monkeypatch):
+    """`localhost` from a container-like host (one with /.dockerenv) may be right, e.g. with host
+    networking: the advice comes only with a failed check."""
+    real_exists = os.path.exists
+    monkeypatch.setattr(media.os.path, "exists", lambda path: path == "/.dockerenv" or real_exists(path))
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    with serve_in_thread(make_fake_label_studio()) as ls_url:
+        url = ls_url.replace("127.0.0.1", "localhost")
+        monkeypatch.setenv("LABEL_STUDIO_URL", url)
+        assert media.check_label_studio_connection() == f"Label Studio at {url} is reachable, legacy token accepted"
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0" * 40)
+        refused = media.check_label_studio_connection()
+    assert refused.startswith(f"Label Studio at {url} answered HTTP 401") and "host.docker.internal" in refused
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://localhost:9")  # nothing listens there
+    unreachable = media.check_label_studio_connection()
+    assert "is not reachable" in unreachable and "host.docker.internal" in unreachable
 
 
 def test_start_check(tmp_path, backend):

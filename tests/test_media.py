@@ -9,7 +9,7 @@ from helpers import serve_in_thread
 from fake_label_studio import LEGACY_TOKEN, PNG_BYTES, make_fake_label_studio, personal_access_token
 from label_studio_ml import media
 from label_studio_ml.api import init_app
-from label_studio_ml.exceptions import BadRequest, FailedDependency, NotFound, PayloadTooLarge
+from label_studio_ml.exceptions import FailedDependency, NotFound, PayloadTooLarge, TaskDataError
 from sdk_models import EchoModel
 
 
@@ -33,7 +33,7 @@ def test_local_paths_are_used_as_is(tmp_path, model_dir):
     assert media.get_local_path("file://" + str(image)) == str(image)
     with pytest.raises(NotFound, match="/no/such/file.png"):
         media.get_local_path("/no/such/file.png")
-    with pytest.raises(BadRequest):
+    with pytest.raises(TaskDataError):  # one task's bad data, not a bad request
         media.get_local_path(None)
 
 

@@ -2,7 +2,6 @@
 Studio's API confirms (when the backend knows Label Studio)."""
 
 import json
-import logging
 import socket
 
 import pytest
@@ -125,12 +124,10 @@ def test_authenticated_webhooks_are_not_checked(label_studio, backend):
     assert label_studio["reads"] == 0
 
 
-def test_without_label_studio_settings_the_body_is_used_and_a_warning_says_so(model_dir, backend, monkeypatch, caplog):
-    import label_studio_ml.label_studio_api as api
-
-    monkeypatch.setattr(api, "_warned_unverified", False)
-    with caplog.at_level(logging.WARNING, logger="label_studio_ml.label_studio_api"):
-        for _ in range(2):
-            assert requests.post(backend + "/webhook", json=forged_webhook()).status_code == 201
-    assert last_fit()["annotation"]["result"] == stored_result("forged")
-    assert caplog.text.count("cannot be confirmed: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY") == 1
+def test_without_label_studio_settings_unauthenticated_webhooks_are_refused(model_dir, backend):
+    response = requests.post(backend + "/webhook", json=forged_webhook())
+    assert response.status_code == 403
+    detail = response.json()["detail"]
+    assert "LABEL_STUDIO_URL" in detail and "LABEL_STUDIO_API_KEY" in detail
+    assert last_fit() is None
+    assert requests.post(backend + "/webhook", json=forged_webhook(), auth=("u", "p")).status_code == 201

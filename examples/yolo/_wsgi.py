@@ -1,4 +1,5 @@
-"""Entry point of the YOLO backend: `gunicorn _wsgi:app` or `python _wsgi.py -p 9090`."""
+"""Entry point of the YOLO backend: `gunicorn _wsgi:app` (what start.sh runs) or
+`python _wsgi.py -p 9090` (gunicorn too; Flask's development server with `--debug`)."""
 
 import os
 import sys
@@ -10,9 +11,9 @@ from label_studio_ml.wsgi import configure_logging, run_model_server  # noqa: E4
 from model import YOLO  # noqa: E402
 from utils.models import start_preloading  # noqa: E402
 
-configure_logging()
-app = init_app(model_class=YOLO)
-start_preloading()
-
 if __name__ == "__main__":
-    run_model_server(YOLO)
+    run_model_server(YOLO, on_start=start_preloading)
+else:
+    configure_logging()
+    app = init_app(model_class=YOLO)
+    start_preloading()

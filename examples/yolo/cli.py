@@ -8,9 +8,11 @@ batches.
 `--tasks` is a JSON file holding a list of task ids or of tasks (`{"id": .., "data": {..}}`, as
 Label Studio exports them), or comma-separated task ids, fetched from Label Studio. A task that
 already holds a prediction of the model's version is skipped (so an interrupted run can simply be
-started again) unless `--force`. Exit status: 0 when every task got its prediction, 1 when some
-tasks failed (listed at the end), 2 when nothing could be done (bad arguments, Label Studio
-unreachable, token refused, unknown project or task, unusable labeling config).
+started again) unless `--force`, which predicts it again and replaces its predictions of that
+version (deleted once the new one is stored). Log lines are written above the progress bar.
+Exit status: 0 when every task got its prediction, 1 when some tasks failed (listed at the end),
+2 when nothing could be done (bad arguments, Label Studio unreachable, token refused, unknown
+project or task, unusable labeling config).
 
 Environment: `LABEL_STUDIO_URL` (or `LABEL_STUDIO_HOST`) and `LABEL_STUDIO_API_KEY` are the
 defaults of `--ls-url` / `--ls-api-key`, which are also the credentials used to download task media;
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional, Sequence
 
@@ -43,10 +46,13 @@ class Report:
     created: List[int] = field(default_factory=list)
     skipped: List[int] = field(default_factory=list)
     failed: List[tuple] = field(default_factory=list)  # (task id, reason)
+    replaced: List[int] = field(default_factory=list)  # ids of the predictions deleted by --force
 
     def summary(self) -> str:
         lines = [f"{len(self.created)} predictions created, {len(self.skipped)} tasks skipped "
                  f"(already predicted with this model version), {len(self.failed)} tasks failed"]
+        if self.replaced:
+            lines.append(f"{len(self.replaced)} older predictions of the same model version replaced (--force)")
         lines += [f"  task {task_id}: {reason}" for task_id, reason in self.failed]
         return "\n".join(lines)
 
@@ -69,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8,
                         help="tasks predicted per model call (default 8)")
     parser.add_argument("--force", action="store_true",
-                        help="predict tasks that already hold a prediction of this model version too")
+                        help="predict tasks that already hold a prediction of this model version too, and replace "
+                             "those predictions (deleted once the new one is stored; other versions are kept)")
     return parser
 
 
@@ -192,14 +199,19 @@ def fetch_tasks(client, project_id: int, task_ids: List[int]) -> List[dict]:
     from tqdm import tqdm
 
     tasks = []
-    for task_id in tqdm(task_ids, desc="Fetch tasks", unit="task"):
-        task = _api_call(f"task {task_id}", lambda: client.tasks.get(task_id),
-                         not_found=f"task {task_id} not found in Label Studio")
-        if task.project is not None and task.project != project_id:
-            raise CliError(f"task {task_id} belongs to project {task.project}, not to project {project_id}")
-        predictions = [p if isinstance(p, dict) else p.model_dump() for p in task.predictions or []]
-        tasks.append({"id": task.id, "data": task.data, "predictions": predictions})
+    with logs_above_progress_bars():
+        for task_id in tqdm(task_ids, desc="Fetch tasks", unit="task"):
+            tasks.append(fetch_task(client, project_id, task_id))
     return tasks
+
+
+def fetch_task(client, project_id: int, task_id: int) -> dict:
+    task = _api_call(f"task {task_id}", lambda: client.tasks.get(task_id),
+                     not_found=f"task {task_id} not found in Label Studio")
+    if task.project is not None and task.project != project_id:
+        raise CliError(f"task {task_id} belongs to project {task.project}, not to project {project_id}")
+    predictions = [p if isinstance(p, dict) else p.model_dump() for p in task.predictions or []]
+    return {"id": task.id, "data": task.data, "predictions": predictions}
 
 
 def already_predicted(task: dict, model_version: str) -> bool:
@@ -249,7 +261,8 @@ def run(args: argparse.Namespace) -> Report:
     logger.info("Project %s: %d tasks to predict with model version %s, %d already predicted",
                 args.project, len(todo), version, len(report.skipped))
 
-    with tqdm(total=len(todo), desc="Predict tasks", unit="task") as bar:
+    with logs_above_progress_bars(ultralytics_logger()), \
+            tqdm(total=len(todo), desc="Predict tasks", unit="task") as bar:
         for batch in chunks(todo, args.batch_size):
             try:
                 predictions = model.predict([{"id": t["id"], "data": t["data"]} for t in batch])
@@ -258,36 +271,70 @@ def run(args: argparse.Namespace) -> Report:
                 raise CliError(f"project {args.project}: {exc.detail} ({len(report.created)} predictions were "
                                "stored before this)") from None
             for task, prediction in zip(batch, predictions):
-                _store(client, task, prediction, version, report)
+                _store(client, task, prediction, version, report, replace=args.force)
                 bar.update(1)
     return report
 
 
-def _store(client, task: dict, prediction: dict, version: str, report: Report) -> None:
+def _store(client, task: dict, prediction: dict, version: str, report: Report, replace: bool = False) -> None:
+    """Create the task's prediction in Label Studio; with `replace`, then delete the task's older
+    predictions of the same model version (after, so that a failed upload loses nothing)."""
     if prediction.get("error"):
         report.failed.append((task["id"], prediction["error"]))
         return
+    model_version = str(prediction.get("model_version") or version)
     try:
-        _api_call(f"task {task['id']}", lambda: client.predictions.create(
+        created = _api_call(f"task {task['id']}", lambda: client.predictions.create(
             task=task["id"], result=prediction["result"], score=float(prediction.get("score") or 0),
-            model_version=str(prediction.get("model_version") or version)))
+            model_version=model_version))
     except CliError as exc:
         report.failed.append((task["id"], f"prediction not stored: {exc}"))
         return
     report.created.append(task["id"])
+    if replace:
+        try:
+            report.replaced += delete_older_predictions(client, task["id"], model_version, keep=created.id)
+        except CliError as exc:
+            report.failed.append((task["id"], f"new prediction stored, older ones of version {model_version} "
+                                              f"not deleted: {exc}"))
+
+
+def delete_older_predictions(client, task_id: int, model_version: str, keep: int) -> List[int]:
+    """Delete the task's predictions of `model_version` except `keep`; their ids."""
+    stored = _api_call(f"task {task_id}", lambda: client.predictions.list(task=task_id))
+    older = [p.id for p in stored if p.id != keep and str(p.model_version) == model_version]
+    for prediction_id in older:
+        _api_call(f"task {task_id}", lambda: client.predictions.delete(id=prediction_id))
+    return older
+
+
+@contextmanager
+def logs_above_progress_bars(*loggers: logging.Logger):
+    """While a progress bar runs, write the records of the root logger and of `loggers` above it
+    instead of through its line."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.root, *loggers]):
+        yield
+
+
+def ultralytics_logger() -> logging.Logger:
+    """Ultralytics' logger: it writes to stdout with its own handler, added when Ultralytics is
+    imported (the backend imports it at the first model load), so import it first."""
+    import ultralytics  # noqa: F401
+
+    return logging.getLogger("ultralytics")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from label_studio_ml.wsgi import configure_logging
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     args = parse_args(argv)
     configure_logging()
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
     try:
-        with logging_redirect_tqdm():
-            report = run(args)
+        report = run(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,14 +3,18 @@ Against a real Label Studio: tests/e2e/test_cli_e2e.py."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 import cli
-from helpers import REPO_ROOT
+import synthetic
+from fake_label_studio import LEGACY_TOKEN, make_fake_label_studio
+from helpers import REPO_ROOT, serve_in_thread
 from cli import CliError, already_predicted, parse_args, parse_tasks_arg
+from yolo_helpers import save_image
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +126,102 @@ def test_unreachable_label_studio_is_one_clear_line():
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot reach Label Studio at http://127.0.0.1:9") and "Traceback" not in done.stderr
+
+
+DETECTION_CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
+                    'model_path="shapes-det.pt"><Label value="circle"/><Label value="square"/>'
+                    '<Label value="triangle"/></RectangleLabels></View>')
+
+
+@pytest.fixture
+def fake_project(tmp_path):
+    """A fake Label Studio holding project 1 with two tasks on local synthetic images; yields (url, state)."""
+    app = make_fake_label_studio()
+    state = app.config["state"]
+    state["projects"][1] = {"id": 1, "title": "shapes", "label_config": DETECTION_CONFIG}
+    for task_id in (1, 2):
+        image = synthetic.detection_scene(synthetic.HELDOUT_SEED_START + task_id)[0]
+        path = save_image(image, str(tmp_path / f"scene-{task_id}.png"))
+        state["tasks"][task_id] = {"id": task_id, "project": 1, "data": {"image": path}}
+    with serve_in_thread(app) as url:
+        yield url, state
+
+
+@pytest.fixture
+def run_cli(fake_project, model_root, tmp_path):
+    """cli.py in a child process, unbuffered, stdout and stderr in one stream of bytes (what a
+    terminal shows, `\r` included); returns (exit status, output)."""
+    url, _ = fake_project
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "PYTHONUNBUFFERED": "1", "MODEL_ROOT": model_root,
+           "MODEL_DIR": str(tmp_path / "model_dir"), "LOG_LEVEL": "INFO", "YOLO_RUNTIME": "onnx"}
+
+    def run(*args):
+        done = subprocess.run([sys.executable, cli.__file__, "--ls-url", url, "--ls-api-key", LEGACY_TOKEN,
+                               "--project", "1", "--tasks", "1,2", *args], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=300)
+        return done.returncode, done.stdout.decode()
+    return run
+
+
+def test_force_replaces_the_predictions_of_the_same_model_version(fake_project, run_cli):
+    _, state = fake_project
+    status, output = run_cli()
+    assert status == 0, output
+    assert "2 predictions created, 0 tasks skipped" in output
+    first = {p["task"]: p for p in state["predictions"]}
+    assert sorted(first) == [1, 2] and all(p["result"] for p in first.values())
+    state["predictions"].append({"id": 100, "task": 1, "model_version": "older-model", "result": [], "score": 0})
+
+    status, output = run_cli()
+    assert status == 0 and "0 predictions created, 2 tasks skipped" in output, output
+
+    status, output = run_cli("--force")
+    assert status == 0, output
+    assert "2 predictions created, 0 tasks skipped" in output
+    assert "2 older predictions of the same model version replaced (--force)" in output
+    kept = sorted((p["task"], p["model_version"]) for p in state["predictions"])
+    assert kept == [(1, "older-model"), (1, first[1]["model_version"]), (2, first[2]["model_version"])]
+    replaced = {p["task"]: p for p in state["predictions"] if p["model_version"] != "older-model"}
+    assert all(replaced[task]["id"] != first[task]["id"] for task in (1, 2))
+    assert all(replaced[task]["result"] == first[task]["result"] for task in (1, 2))
+
+
+def test_force_is_explained_in_help(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert "replace those predictions" in " ".join(capsys.readouterr().out.split())
+
+
+def test_log_lines_are_written_above_the_progress_bar(run_cli):
+    """No log record is glued to the bar's line: ours (the model load) and Ultralytics' (its own
+    handler, on stdout: loading the ONNX export) each start a line of their own."""
+    status, output = run_cli()
+    assert status == 0, output
+    segments = [s for s in re.split(r"[\r\n]", output) if s.strip()]
+    bars = [s for s in segments if "Predict tasks:" in s]
+    assert bars and all(s.startswith("Predict tasks:") and s.endswith("]") for s in bars), bars
+    assert any(s.startswith("Predict tasks: 100%") for s in bars)
+    ours = [s for s in segments if "Loaded shapes-det.pt" in s]
+    theirs = [s for s in segments if "for ONNX Runtime inference" in s]
+    assert ours and all(s.startswith("[") for s in ours), output
+    assert theirs and all(s.startswith("Loading ") for s in theirs), output
+
+
+def test_runtime_state_defaults_to_a_git_ignored_folder_of_the_backend(tmp_path):
+    """Without MODEL_DIR, wherever it is started from, the backend keeps cache.db, the media cache,
+    ONNX exports and Ultralytics' settings in examples/yolo/data/server: the folder docker compose
+    mounts at /data, and ignored by git."""
+    yolo_dir = os.path.dirname(cli.__file__)
+    env = {key: value for key, value in os.environ.items() if key not in ("MODEL_DIR", "YOLO_CONFIG_DIR")}
+    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, yolo_dir])
+    shown = subprocess.run([sys.executable, "-c", "import os, utils.models; print(os.environ['MODEL_DIR']); "
+                            "print(os.environ['YOLO_CONFIG_DIR'])"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120, check=True).stdout.split()
+    model_dir = os.path.join(yolo_dir, "data", "server")
+    assert shown == [model_dir, os.path.join(model_dir, "ultralytics")]
+    state = [os.path.join(model_dir, name) for name in ("cache.db", "media-cache/a.png", "exports/m.onnx",
+                                                        "ultralytics/settings.json")]
+    ignored = subprocess.run(["git", "check-ignore", *state], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == state
+    with open(os.path.join(yolo_dir, "docker-compose.yml"), encoding="utf-8") as f:
+        assert '"./data/server:/data"' in f.read()

@@ -1,0 +1,326 @@
+"""Hostile callers, round two (issue #16): where a request's values become URLs, tokens, cache keys
+or held threads, each hole below was reproduced first and is closed at the SDK's edge."""
+
+import os
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from flask import Flask, Response, jsonify, request
+
+from fake_label_studio import LEGACY_TOKEN, PNG_BYTES, make_fake_label_studio
+from helpers import PYTHON, serve_in_process, serve_in_thread
+from label_studio_ml import media
+from label_studio_ml.admission import InferenceGate
+from label_studio_ml.api import init_app
+from label_studio_ml.exceptions import FailedDependency, NotFound, PayloadTooLarge, TaskDataError
+from sdk_models import EchoModel
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def recording_label_studio():
+    """A Label Studio stand-in that serves every path and records (path, Authorization header);
+    a presigned cloud file's bytes name the task it was presigned for."""
+    app = Flask("recording-label-studio")
+    seen = []
+    app.config["seen"] = seen
+
+    @app.route("/", defaults={"path": ""})
+    @app.route("/<path:path>")
+    def anything(path):
+        seen.append(("/" + path, request.headers.get("Authorization")))
+        if path.startswith("tasks/") and path.endswith("/presign/"):
+            return Response(f"task {path.split('/')[1]}".encode(), mimetype="image/png")
+        if path.startswith("api/"):
+            return jsonify({"id": 1, "title": "secret project"})
+        return Response(PNG_BYTES, mimetype="image/png")
+
+    return app
+
+
+@pytest.fixture
+def evil_host(model_dir):
+    app = recording_label_studio()
+    with serve_in_thread(app) as base:
+        yield base, app.config["seen"]
+
+
+def tokens_sent(seen):
+    return [auth for _, auth in seen if auth]
+
+
+# ----- 1. a token goes only to the host it came with ------------------------------------------------
+
+def test_a_hostname_sent_alone_to_setup_does_not_inherit_the_stored_token(model_dir, evil_host, monkeypatch):
+    evil, seen = evil_host
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "env-key-0123456789")  # without LABEL_STUDIO_URL: for no /setup host
+    with serve_in_thread(make_fake_label_studio()) as label_studio, serve_in_thread(init_app(EchoModel)) as backend:
+        first = {"project": "3.1", "schema": "<View/>", "hostname": label_studio, "access_token": LEGACY_TOKEN}
+        assert requests.post(backend + "/setup", json=first).status_code == 200
+        assert EchoModel(project_id="3").get_local_path("/data/upload/3/a.png")  # the pair works
+        assert requests.post(backend + "/setup", json={"project": "3.1", "hostname": evil}).status_code == 200
+        EchoModel(project_id="3").get_local_path("/data/upload/3/b.png")
+    assert seen and tokens_sent(seen) == []
+
+
+def test_label_studio_url_is_not_overridden_by_setup(model_dir, evil_host, monkeypatch):
+    evil, seen = evil_host
+    with serve_in_thread(make_fake_label_studio()) as label_studio, serve_in_thread(init_app(EchoModel)) as backend:
+        monkeypatch.setenv("LABEL_STUDIO_URL", label_studio)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+        requests.post(backend + "/setup", json={"project": "3.1", "hostname": evil, "access_token": "x"})
+        with open(EchoModel(project_id="3").get_local_path("/data/upload/3/c.png"), "rb") as f:
+            assert f.read() == PNG_BYTES
+    assert seen == []
+
+
+def test_setup_refuses_a_hostname_that_is_no_url(model_dir):
+    with serve_in_thread(init_app(EchoModel)) as backend:
+        response = requests.post(backend + "/setup", json={"project": "3", "hostname": "file:///etc", "access_token": "t"})
+    assert response.status_code == 400 and "hostname" in response.json()["detail"]
+
+
+# ----- 2. task ids, cloud cache, token only to media endpoints --------------------------------------
+
+@pytest.mark.parametrize("task_id", ["../../api/projects/1?x=", "../../data/upload/1/a.png?x=", "1/../2", 1.5, True])
+def test_a_task_id_that_is_no_integer_never_reaches_a_url(evil_host, monkeypatch, task_id):
+    evil, seen = evil_host
+    monkeypatch.setenv("LABEL_STUDIO_URL", evil)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    with pytest.raises(TaskDataError, match="not an integer"):
+        media.get_local_path("s3://bucket/a.png", task_id=task_id)
+    assert seen == []
+
+
+def test_cloud_files_are_cached_per_task_never_across_projects(evil_host, monkeypatch):
+    evil, seen = evil_host
+    monkeypatch.setenv("LABEL_STUDIO_URL", evil)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    for task_id in (7, "8", 7):
+        with open(media.get_local_path("s3://bucket/same.png", task_id=task_id), "rb") as f:
+            assert f.read() == f"task {task_id}".encode()
+    assert [path for path, _ in seen] == ["/tasks/7/presign/", "/tasks/8/presign/"]  # the third is a cache hit
+
+
+@pytest.mark.parametrize("url", ["{ls}/api/projects/1", "{ls}/data/upload/../../api/projects/1?x=",
+                                 "{ls}/data/upload/%2e%2e/%2e%2e/api/projects/1", "{ls}/tasks/1/presign/../../api/x"])
+def test_the_token_goes_only_to_media_endpoints(evil_host, monkeypatch, url):
+    evil, seen = evil_host
+    monkeypatch.setenv("LABEL_STUDIO_URL", evil)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    try:
+        media.get_local_path(url.format(ls=evil))
+    except (FailedDependency, NotFound):
+        pass
+    assert seen and tokens_sent(seen) == []
+    media.get_local_path("/data/upload/1/ok.png")
+    assert tokens_sent(seen) == ["Token " + LEGACY_TOKEN]
+
+
+# ----- 4. downloads: total deadline, streamed size -------------------------------------------------
+
+class _HostileMedia(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        if self.path.startswith("/trickle"):
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(40):  # one byte every 0.5 s: each wait is short, the sum is not
+                if not self._send(b"x"):
+                    return
+                time.sleep(0.5)
+        else:  # chunked, no Content-Length: 4 MB in 64 KB chunks
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"0" * 65536
+            for _ in range(64):
+                if not self._send(b"%x\r\n%s\r\n" % (len(chunk), chunk)):
+                    return
+            self._send(b"0\r\n\r\n")
+
+    def _send(self, data) -> bool:
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+            return True
+        except OSError:
+            return False
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile_media(model_dir):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileMedia)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_a_trickling_download_stops_at_the_total_deadline(hostile_media, monkeypatch):
+    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "5")
+    monkeypatch.setenv("MEDIA_TOTAL_TIMEOUT", "2")
+    started = time.monotonic()
+    with pytest.raises(FailedDependency, match="MEDIA_TOTAL_TIMEOUT"):
+        media.get_local_path(hostile_media + "/trickle.png")
+    assert time.monotonic() - started < 10  # the trickle alone lasts 20 s
+
+
+def test_a_chunked_download_is_counted_while_it_streams(hostile_media, monkeypatch):
+    monkeypatch.setenv("MEDIA_MAX_BYTES", "100000")
+    with pytest.raises(PayloadTooLarge, match="MEDIA_MAX_BYTES=100000"):
+        media.get_local_path(hostile_media + "/chunked.png")
+    cached = [name for _, _, names in os.walk(media.media_cache_dir()) for name in names]
+    assert cached == []
+
+
+# ----- 6. JSON nested too deep -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, path", [("POST", "/setup"), ("POST", "/predict"), ("POST", "/webhook"),
+                                          ("POST", "/train"), ("GET", "/versions")])
+@pytest.mark.parametrize("depth", [100_000, 150])
+def test_deeply_nested_json_is_a_400_on_every_endpoint(model_dir, method, path, depth):
+    body = '{"project": ' + "[" * depth + "]" * depth + "}"
+    with serve_in_thread(init_app(EchoModel)) as backend:
+        response = requests.request(method, backend + path, data=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert "MAX_JSON_DEPTH" in response.json()["detail"]
+        assert requests.get(backend + "/health").status_code == 200
+
+
+# ----- 7. unauthenticated webhooks name no paths ------------------------------------------------------
+
+class PathLeakingModel(EchoModel):
+    def fit(self, event, data, **kwargs):
+        raise NotFound("File not found: /srv/secret/videos/" + str((data.get("task") or {}).get("data")))
+
+
+def test_an_unauthenticated_webhook_answer_names_no_path(model_dir, monkeypatch):
+    label_studio = make_fake_label_studio()
+    state = label_studio.config["state"]
+    state["annotations"][8] = {"id": 8, "task": 10, "project": 5, "result": []}
+    state["tasks"][10] = {"id": 10, "project": 5, "data": {"text": "clip.mp4"}}
+    state["projects"][5] = {"id": 5, "label_config": "<View/>"}
+    with serve_in_thread(label_studio) as ls_url, \
+            serve_in_thread(init_app(PathLeakingModel, basic_auth_user="u", basic_auth_pass="p")) as backend:
+        monkeypatch.setenv("LABEL_STUDIO_URL", ls_url)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+        webhook = {"action": "ANNOTATION_CREATED", "annotation": {"id": 8}, "project": {"id": 5}}
+        anonymous = requests.post(backend + "/webhook", json=webhook)
+        authenticated = requests.post(backend + "/webhook", json=webhook, auth=("u", "p"))
+    assert anonymous.status_code == 422 and "/srv" not in anonymous.text and "clip" not in anonymous.text
+    assert authenticated.status_code == 404 and "/srv/secret/videos" in authenticated.json()["detail"]
+
+
+# ----- 3. slow clients ------------------------------------------------------------------------------------
+
+def slow_client(base: str, path: str = "/predict") -> socket.socket:
+    """A connection that sends its headers and 10 of the 1000 body bytes it announces, then stalls."""
+    host, port = base.rsplit("/", 1)[-1].split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 1000\r\n\r\n{\"tasks\": ".encode())
+    return sock
+
+
+def test_a_stalled_request_body_is_answered_408(model_dir, monkeypatch):
+    monkeypatch.setenv("REQUEST_BODY_TIMEOUT", "1")
+    with serve_in_thread(init_app(EchoModel)) as backend:
+        sock = slow_client(backend)
+        sock.settimeout(15)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+    answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 408") and "REQUEST_BODY_TIMEOUT" in answer
+
+
+def test_slow_clients_leave_health_answering_and_gunicorn_errors_are_json(model_dir):
+    """Under gunicorn admitting 1 running + 3 waiting requests, 6 clients stalled in their /predict bodies."""
+    command = [PYTHON, "-m", "gunicorn", "-c", "python:label_studio_ml.gunicorn_config", "-b", "127.0.0.1:{port}",
+               "sdk_models:app"]
+    env = {"MODEL_DIR": str(model_dir), "LABEL_STUDIO_CHECK": "false", "PREDICT_CONCURRENCY": "1",
+           "PREDICT_QUEUE_SIZE": "3", "REQUEST_BODY_TIMEOUT": "60"}
+    with serve_in_process(command, env=env, cwd=TESTS_DIR) as (base, _):
+        stalled = [slow_client(base) for _ in range(6)]
+        try:
+            time.sleep(1)  # let gunicorn hand them to its threads
+            for _ in range(3):
+                assert requests.get(base + "/health", timeout=5).status_code == 200
+            response = requests.post(base + "/predict", json={"tasks": [{"data": {"text": "x"}}]}, timeout=5)
+            assert response.status_code == 503 and response.headers["Retry-After"]
+        finally:
+            for sock in stalled:
+                sock.close()
+        too_long = requests.get(base + "/health?" + "x" * 5000, timeout=5)
+        assert too_long.status_code == 414 and too_long.headers["Content-Type"] == "application/json"
+        assert too_long.json()["status"] == 414
+        many_headers = requests.get(base + "/health", headers={f"X-{i}": "y" for i in range(150)}, timeout=5)
+        assert many_headers.status_code == 431 and many_headers.json()["status"] == 431
+
+
+# ----- 5. fairness ------------------------------------------------------------------------------------
+
+def test_a_long_request_lets_a_waiting_one_run_between_its_chunks():
+    gate = InferenceGate(max_running=1, max_waiting=4, wait_timeout=30)
+    order = []
+
+    def long_request():
+        with gate.slot():
+            order.append("long chunk 1")
+            deadline = time.monotonic() + 10
+            while gate.waiting == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gate.take_turn()
+            order.append("long chunk 2")
+
+    def short_request():
+        while gate.running == 0:
+            time.sleep(0.01)
+        with gate.slot():
+            order.append("short")
+
+    threads = [threading.Thread(target=long_request), threading.Thread(target=short_request)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert order == ["long chunk 1", "short", "long chunk 2"]
+    assert gate.figures()["predictions_running"] == 0 and gate.admitted == 0
+
+
+class CountingModel(EchoModel):
+    def predict(self, tasks, context=None, **kwargs):
+        time.sleep(0.05 * len(tasks))
+        return super().predict(tasks, context=context, **kwargs)
+
+
+def test_a_huge_request_does_not_starve_a_small_one(model_dir, monkeypatch):
+    monkeypatch.setenv("PREDICT_CONCURRENCY", "1")
+    monkeypatch.setenv("PREDICT_CHUNK_SIZE", "4")
+    finished = []
+
+    def post(name, count):
+        tasks = [{"id": i, "data": {"text": str(i)}} for i in range(count)]
+        response = requests.post(backend + "/predict", json={"tasks": tasks, "label_config": "<View/>"}, timeout=60)
+        assert len(response.json()["results"]) == count
+        finished.append(name)
+
+    with serve_in_thread(init_app(CountingModel)) as backend:
+        huge = threading.Thread(target=post, args=("huge", 80))
+        huge.start()
+        while requests.get(backend + "/metrics").json()["predictions_running"] == 0:
+            time.sleep(0.01)
+        post("small", 2)
+        huge.join(60)
+    assert finished == ["small", "huge"]
