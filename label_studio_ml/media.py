@@ -395,6 +395,40 @@ def _remove_empty_parents(folder: str, root: str) -> None:
         folder = os.path.dirname(folder)
 
 
+class _UploadRoutes:
+    """Which URL form serves uploaded files, remembered per Label Studio URL.
+
+    An upload (`/data/upload/<project>/<file>`) can be fetched at that legacy path, which Label
+    Studio 1.23 serves, or through the storage proxy (`/storage-data/uploaded/?filepath=...`), which
+    the SDK rewrites uploads to and which only a Label Studio with cloud-backed default storage
+    needs. The legacy path is tried first; the form that worked is tried first next time, so a
+    Label Studio costs one failed request per process at most, and a retry is logged only when a
+    request really failed."""
+
+    LEGACY, PROXY = "legacy", "proxy"
+
+    def __init__(self):
+        self._working = {}
+
+    def attempts(self, url: str, base_url: str) -> list:
+        """`(route, URL to hand to the SDK)` pairs for `url`, in the order to try them (route None:
+        not an upload, nothing to choose)."""
+        if not base_url or not url.startswith(("/data/upload/", "upload/", "/upload/")):
+            return [(None, url)]
+        path = url.lstrip("/")
+        legacy = base_url.rstrip("/") + "/" + (path if path.startswith("data/") else "data/" + path)
+        # `url` itself (relative) takes the SDK's route: the storage proxy, then its own fallback
+        attempts = [(self.LEGACY, legacy), (self.PROXY, url)]
+        return attempts[::-1] if self._working.get(base_url) == self.PROXY else attempts
+
+    def worked(self, base_url: str, route: Optional[str]) -> None:
+        if route is not None:
+            self._working[base_url] = route
+
+
+_upload_routes = _UploadRoutes()
+
+
 def _is_local_path(url: str) -> bool:
     """A file on this machine: `file://...`, or a path that exists (checked before URL prefixes, since
     `/data/...` may be a real directory inside a container)."""
@@ -436,24 +470,40 @@ def get_local_path(
     os.makedirs(target_dir, exist_ok=True)
     pat = bool(token) and bool(base_url) and is_personal_access_token(token)
 
-    def fetch(session, force_refresh=False):
+    def fetch(session, target, force_refresh=False):
         effective = _tokens.access_token(base_url, token, force=force_refresh) if pat else token
         with ls_io.http_session(session):
             return ls_io.get_local_path(
-                url, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
+                target, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,
                 image_dir=target_dir,  # else the SDK creates ~/.local/share/label-studio to look for uploads
             )
 
     session = _BoundedSession(base_url, sends_token=bool(token))
-    try:
+
+    def fetch_refreshing(target):
+        nonlocal session
         try:
-            path = fetch(session)
+            return fetch(session, target)
         except requests.HTTPError:
             if not (pat and session.refusals):
                 raise
             session = _BoundedSession(base_url, sends_token=bool(token))  # the access token may have been revoked: refresh once
-            path = fetch(session, force_refresh=True)
+            return fetch(session, target, force_refresh=True)
+
+    try:
+        attempts = _upload_routes.attempts(url, base_url)
+        for number, (route, attempt) in enumerate(attempts, 1):
+            try:
+                path = fetch_refreshing(attempt)
+            except requests.HTTPError as exc:
+                if number == len(attempts):
+                    raise
+                status = exc.response.status_code if exc.response is not None else None
+                logger.info("Download of %s failed (HTTP %s); trying the %s route", attempt, status, attempts[number][0])
+                continue
+            _upload_routes.worked(base_url, route)
+            break
     except MLBackendError:
         raise
     except requests.HTTPError as exc:

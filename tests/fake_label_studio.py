@@ -113,15 +113,24 @@ def make_fake_label_studio():
     def project(object_id):
         return stored("projects", object_id)
 
-    @app.get("/data/upload/<int:project>/<name>")
-    def upload(project, name):
-        if name.startswith("missing"):
+    # Label Studio 1.23 with its default file storage serves uploads at /data/upload/ and answers
+    # 404 on the storage proxy; with cloud-backed default storage only the proxy serves them.
+    state["uploads_via"] = "legacy"
+    state["upload_requests"] = []
+
+    def serve_upload(route, name):
+        state["upload_requests"].append(route)
+        if name.startswith("missing") or state["uploads_via"] != route:
             abort(404)
         return serve_file()
 
+    @app.get("/data/upload/<int:project>/<name>")
+    def upload(project, name):
+        return serve_upload("legacy", name)
+
     @app.get("/storage-data/uploaded/")
     def storage_proxy():
-        abort(404)  # like a FileSystemStorage setup: the SDK falls back to /data/upload
+        return serve_upload("proxy", request.args.get("filepath", "").rsplit("/", 1)[-1])
 
     @app.get("/tasks/<int:task_id>/presign/")
     def presign(task_id):

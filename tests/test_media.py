@@ -44,6 +44,24 @@ def test_upload_with_legacy_token(fake_ls, monkeypatch):
     assert path.startswith(media.media_cache_dir())
 
 
+@pytest.mark.parametrize("served_via", ["legacy", "proxy"])
+def test_uploads_take_the_route_that_works_and_remember_it(fake_ls, monkeypatch, caplog, served_via):
+    """Label Studio 1.23 serves uploads at /data/upload/: one request each, no retry logged. A Label
+    Studio that serves them only through the storage proxy costs one failed request, once."""
+    base, state = fake_ls
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    monkeypatch.setattr(media, "_upload_routes", media._UploadRoutes())
+    state["uploads_via"] = served_via
+    with caplog.at_level("INFO"):
+        for name in ("one.png", "two.png", "three.png"):
+            assert read(media.get_local_path(f"/data/upload/1/{name}")) == PNG_BYTES
+    retries = [r for r in caplog.records if "failed" in r.getMessage().lower()]
+    if served_via == "legacy":
+        assert state["upload_requests"] == ["legacy"] * 3 and retries == []
+    else:
+        assert state["upload_requests"] == ["legacy", "proxy", "proxy", "proxy"] and len(retries) == 1
+
+
 def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls, monkeypatch):
     base, state = fake_ls
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal_access_token())
