@@ -36,3 +36,19 @@ def exclusive(path: str):
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@contextmanager
+def exclusive_if_free(path: str):
+    """`exclusive` without waiting: yields True while holding the lock on `path + ".lock"`, or
+    False at once when another thread or process holds it (for work that must not run twice at
+    the same time, such as a training, rather than wait its turn)."""
+    lock_path = path + ".lock"
+    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+    with open(lock_path, "a") as lock_file:  # closing it releases the lock
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
