@@ -12,7 +12,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Union
 import numpy as np
 
 from control_models import control_models_for
-from label_studio_ml.exceptions import MLBackendError, TaskDataError
+from interactive.cache import load_image_once
+from label_studio_ml.exceptions import LabelConfigError, MLBackendError, TaskDataError
 from label_studio_ml.isolation import TaskFailed, call_isolated, run_isolated
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
@@ -20,6 +21,7 @@ from label_studio_ml.utils import env_int
 from utils.images import load_image
 from utils.video import VideoFrames
 from utils.models import batch_size, model_root, registry
+from utils.prompts import Prompts, read_prompts
 
 
 
@@ -109,7 +111,11 @@ class YOLO(LabelStudioMLBase):
         return False
 
     def predict(self, tasks: List[dict], context: Optional[dict] = None, **kwargs) -> List[dict]:
-        controls = [control for control in control_models_for(self.label_interface) if control.is_usable()]
+        prompts = read_prompts(context)
+        if prompts:
+            return self._predict_prompted(tasks, prompts)
+        controls = [control for control in control_models_for(self.label_interface)
+                    if not control.prompt_only and control.is_usable()]
         version = str(self.model_version)
         media = TaskMedia(self, tasks)
         image_keys = {control.value for control in controls if not control.annotates_video}
@@ -127,14 +133,30 @@ class YOLO(LabelStudioMLBase):
                 else:
                     self._predict_images(control, media, batch, regions, errors)
 
+        return [_prediction(version, task_regions, error) for task_regions, error in zip(regions, errors)]
+
+    def _predict_prompted(self, tasks: List[dict], prompts: List[Prompts]) -> List[dict]:
+        """Smart tools: the answer holds only the object the annotator's clicks and boxes point at,
+        as regions of every `BrushLabels`/`PolygonLabels` of the prompted image."""
+        outputs = [(control, prompt) for control in control_models_for(self.label_interface)
+                   if hasattr(control, "segment_prompted") for prompt in prompts if prompt.to_name == control.to_name]
+        if not outputs:
+            raise LabelConfigError(
+                f"Smart-tool prompts on {', '.join(sorted({p.to_name for p in prompts}))} need a <BrushLabels> or "
+                f"<PolygonLabels> on the same image for the answer")
+        version = str(self.model_version)
+        media = TaskMedia(self, tasks)
+
+        def segment(index: int) -> List[dict]:
+            return [region for control, prompt in outputs
+                    for region in control.segment_prompted(load_image_once(media.local_path(index, control.value)),
+                                                           prompt)]
+
         predictions = []
-        for task_regions, error in zip(regions, errors):
-            if error is not None:  # logged where it happened (label_studio_ml/isolation.py)
-                predictions.append(task_error(version, error))
-                continue
-            scores = [r["score"] for r in task_regions if "score" in r]
-            predictions.append({"result": task_regions, "score": sum(scores) / len(scores) if scores else 0.0,
-                                "model_version": version})
+        for i in range(len(tasks)):
+            outcome = call_isolated(segment, i, _task_name(media, i))
+            failed = isinstance(outcome, TaskFailed)
+            predictions.append(_prediction(version, [] if failed else outcome, outcome.detail if failed else None))
         return predictions
 
     @staticmethod
@@ -185,6 +207,15 @@ class YOLO(LabelStudioMLBase):
             if hasattr(control, "fit"):
                 trained[control.from_name] = control.fit(event, data, self)
         return {"status": "ok", "trained": trained} if trained else {"status": "skipped", "reason": "no trainable control tag"}
+
+
+def _prediction(version: str, regions: List[dict], error: Optional[str]) -> dict:
+    """One task's prediction: its regions and their mean score, or its error (logged where it
+    happened, label_studio_ml/isolation.py)."""
+    if error is not None:
+        return task_error(version, error)
+    scores = [r["score"] for r in regions if "score" in r]
+    return {"result": regions, "score": sum(scores) / len(scores) if scores else 0.0, "model_version": version}
 
 
 def _task_name(media: TaskMedia, index: int) -> str:

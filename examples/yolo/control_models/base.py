@@ -113,6 +113,13 @@ class ControlModel:
         """False when no label maps to a model class (logged): the tag is skipped, not failed."""
         return bool(self.label_map)
 
+    @property
+    def prompt_only(self) -> bool:
+        """A smart tool's tag (`smart`/`smartOnly`) without its own `model_path`: where the annotator
+        draws prompts for interactive segmentation, not a tag to predict in batch mode."""
+        smart = self.bool_attr("smart", False) or self.bool_attr("smartOnly", False)
+        return smart and not self.attr("model_path")
+
     # ----- prediction ---------------------------------------------------------------------------
     def predict_images(self, images: List[np.ndarray]) -> List[List[dict]]:
         """Regions for each image (BGR arrays as Label Studio shows them), one batched model call."""

@@ -107,3 +107,13 @@ def backend_errors(backend_url: str, auth=None) -> Dict[str, int]:
     endpoints = requests.get(backend_url + "/metrics", timeout=10, auth=auth).json()["endpoints"]
     return {path: figures["errors_4xx"] + figures["errors_5xx"] for path, figures in endpoints.items()
             if figures["errors_4xx"] + figures["errors_5xx"]}
+
+
+def interactive_annotating(ls, ml_backend_id: int, task_id: int, regions: List[dict]) -> dict:
+    """A smart-tool click or box in the labeling UI: Label Studio forwards the annotator's regions
+    (`context.result`) to the backend as an interactive /predict and answers `{"data": results[0]}`
+    (or `{"errors": [...]}`, still with status 200)."""
+    response = requests.post(f"{ls.url}/api/ml/{ml_backend_id}/interactive-annotating", headers=ls.headers,
+                             timeout=120, json={"task": task_id, "context": {"result": regions}})
+    assert response.status_code == 200, response.text
+    return response.json()
