@@ -5,10 +5,13 @@ Without a bound, a Label Studio "Retrieve predictions" over hundreds of tasks pl
 interactive calls pile up threads until every request times out. With it, excess requests get
 a fast 503 + `Retry-After`, and `/metrics` shows the queue.
 
-Every request that may hold a thread for long (`/predict`, `/webhook`, `/train`) is admitted
-before its body is read, and the admitted requests (reading, waiting or running) never exceed
-`max_running + max_waiting`: sized below the server's thread count (`gate_from_env`), that leaves
-threads for `/health` and `/setup` however many slow clients or long predictions there are.
+`/predict` and `/train` are admitted before their body is read, and the admitted requests
+(reading, waiting or running) never exceed `max_running + max_waiting`: sized below the server's
+thread count (`gate_from_env`), that leaves threads for `/health` and `/setup` however many
+predictions run or wait, and however many of those clients send their body slowly (each body has
+REQUEST_BODY_TIMEOUT). Not covered: clients stalled in their headers (gunicorn reads headers with
+no time limit) or many slow non-admitted requests (`/setup`, `/webhook`) each hold a thread until
+their own deadline; put a reverse proxy in front of a backend exposed to untrusted clients.
 
 Fairness: slots are handed over in arrival order (a finishing request cannot barge ahead of one
 that waits), and a long request calls `take_turn()` between chunks of tasks, which lets the

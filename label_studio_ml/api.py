@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from .admission import gate_from_env
 from . import jobs
-from .exceptions import BadRequest, MLBackendError, NotFound, Overloaded, Unauthorized
+from .exceptions import BadRequest, MLBackendError, NotFound, Overloaded, PayloadTooLarge, Unauthorized
 from .isolation import TaskFailed, run_isolated
 from .label_studio_api import confirmed_annotation_event
 from .media import check_label_studio_connection, valid_label_studio_url
@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 # Label Studio sends these webhooks without the Basic auth header even when the user configured it.
 UNAUTHENTICATED_WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 # Endpoints that may hold a thread for long: admitted by the gate before their body is read.
-ADMITTED_ENDPOINTS = ("predict", "webhook", "train")
+# Webhooks are not admitted: Label Studio sends annotation events without credentials, and
+# anonymous callers must not be able to hold the slots /predict needs (nor make unknown events 503).
+ADMITTED_ENDPOINTS = ("predict", "train")
 # `model.predict(tasks, context=..., **params)`: params may not name its positional arguments
 # (`context` is taken out of params and passed by name).
 PREDICT_ARGUMENTS = frozenset({"self", "tasks"})
@@ -151,15 +153,15 @@ class MLServer:
             now = [task for task in valid if id(task) not in queued]
             predictions = self._predict_in_turns(model, now, context, params, version)
 
-        results, it = [], iter(predictions)
+        results, it = [], iter(predictions)  # one per task predicted now (label_studio_ml/isolation.py)
         for task, problem in zip(tasks, problems):
             if problem:
                 logger.warning("Task skipped: %s", problem)
                 results.append(task_error(version, problem))
             elif id(task) in queued:
                 results.append([])  # Label Studio stores nothing for it; the worker uploads the prediction
-            else:  # a model returning too few predictions must not cost the others theirs
-                results.append(next(it, None) or task_error(version, "the model returned no prediction for this task"))
+            else:
+                results.append(next(it))
         body = {"results": results}
         if queued:
             body["jobs"] = [{"task": task.get("id"), "job_id": queued[id(task)]} for task in valid if id(task) in queued]
@@ -203,14 +205,9 @@ class MLServer:
         return [task_error(version, outcome.detail) if isinstance(outcome, TaskFailed) else outcome
                 for outcome in outcomes]
 
-    def _call_predict(self, model, tasks, context, params, version) -> List[dict]:
-        predictions = normalize_predictions(model.predict(tasks, context=context, **params), version)
-        if len(predictions) != len(tasks):
-            logger.warning(
-                "%s.predict returned %d predictions for %d tasks: Label Studio stores none of them",
-                type(model).__name__, len(predictions), len(tasks),
-            )
-        return predictions
+    @staticmethod
+    def _call_predict(model, tasks, context, params, version) -> List[dict]:
+        return normalize_predictions(model.predict(tasks, context=context, **params), version)
 
     def webhook(self, default_event: Optional[str] = None):
         data = _json_body()
@@ -238,7 +235,7 @@ class MLServer:
         if label_config is not None and not isinstance(label_config, str):
             raise BadRequest("'label_config' must be the labeling config XML string")
 
-        if event == "START_TRAINING" and jobs.enabled():
+        if event == "START_TRAINING" and jobs.enabled() and not self.model_class.TRAINS_IN_BACKGROUND:
             job_id = jobs.enqueue(jobs.run_fit_job, jobs.model_reference(self.model_class), str(project_id_from(project_id)),
                                   label_config, event, data, description=f"train project {project_id}")
             return jsonify({"result": {"job_id": job_id, "status": "queued"}, "status": "ok"}), 201
@@ -270,11 +267,9 @@ class MLServer:
         if project is None and request.content_length:
             project = _json_body().get("project")
         model = self.new_model(project)
-        return jsonify({"versions": [str(model.model_version)]})
+        return jsonify({"versions": [str(v) for v in model.available_versions()]})
 
     def job(self, job_id: str):
-        if not jobs.enabled():
-            raise NotFound("Background jobs are disabled (BACKGROUND_JOBS is not true)")
         status = jobs.job_status(job_id)
         if status is None:
             raise NotFound(f"No job {job_id}")
@@ -334,8 +329,14 @@ def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str
         g.started = time.perf_counter()
         g.authenticated = server.auth_enabled and server.authenticated()
         # /webhook decides itself: Label Studio's annotation events arrive without credentials.
-        if server.auth_enabled and not g.authenticated and request.path != "/webhook":
-            return _error(401, "Authentication required", {"WWW-Authenticate": 'Basic realm="Login required"'})
+        if server.auth_enabled and not g.authenticated:
+            if request.path != "/webhook":
+                return _error(401, "Authentication required", {"WWW-Authenticate": 'Basic realm="Login required"'})
+            limit = env_int("WEBHOOK_MAX_MB_UNAUTHENTICATED", 10) * 1024 * 1024
+            if (request.content_length or 0) > limit:  # an annotation event is a few KB
+                refuse_body(request)
+                raise PayloadTooLarge(f"An unauthenticated webhook body may hold {limit // (1024 * 1024)} MB at most "
+                                      "(WEBHOOK_MAX_MB_UNAUTHENTICATED)")
         if request.endpoint in ADMITTED_ENDPOINTS:  # before the body is read: a slow client holds a thread
             try:
                 g.admission = server.gate.admit()

@@ -3,9 +3,9 @@
 
 - `PORT` (9090), `WORKERS` (1), `THREADS`: the serving processes and their threads. Threads are
   at least `PREDICT_CONCURRENCY + PREDICT_QUEUE_SIZE + RESERVED_THREADS` (70 by default): requests
-  waiting for a prediction slot wait on a thread of their own, and however many slow clients or
-  long predictions there are, `RESERVED_THREADS` stay free for `/health` and `/setup`
-  (admission.py). Idle threads cost little memory.
+  waiting for a prediction slot wait on a thread of their own, and however many predictions run
+  or wait (slow bodies included), `RESERVED_THREADS` stay free for `/health` and `/setup`
+  (admission.py says what this does not cover). Idle threads cost little memory.
 - gunicorn's own error answers (a request line over 4094 bytes: 414, too many or too large
   headers: 431, a request it cannot parse: 400) are JSON `{"status", "detail"}` like the app's,
   not gunicorn's HTML pages.

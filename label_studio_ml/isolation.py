@@ -56,21 +56,26 @@ def run_isolated(run_batch: Callable[[List[Item]], Sequence[Any]], items: Sequen
                  what: Callable[[Item], str]) -> List[Union[Any, TaskFailed]]:
     """One result per item from `run_batch(items)` (which returns one result per item, in order).
 
-    If the batch fails with a task-level error, each item is run alone, so only the items that
-    fail by themselves get `TaskFailed`; `what(item)` names an item in logs and messages. An item
+    If the batch fails with a task-level error, or answers a different number of results, each
+    item is run alone, so only the items that fail by themselves get `TaskFailed`; `what(item)` names an item in logs and messages. An item
     whose single run returns nothing gets `TaskFailed` too."""
     items = list(items)
     if len(items) > 1:
         try:
-            return list(run_batch(items))
+            results = list(run_batch(items))
         except Exception as exc:
             if fails_request(exc):
                 raise
             logger.warning("A batch of %d failed (%s: %s); running them one by one", len(items), type(exc).__name__, exc)
+        else:
+            if len(results) == len(items):
+                return results
+            # which result belongs to which item is unknown: none is trusted
+            logger.warning("A batch of %d gave %d results; running them one by one", len(items), len(results))
     return [call_isolated(lambda one: _single(run_batch([one])), item, what(item)) for item in items]
 
 
 def _single(results: Sequence[Any]) -> Any:
     if not results:
-        raise MLBackendError("the model returned no result for it")
+        raise MLBackendError("the model returned no prediction for this task")
     return results[0]

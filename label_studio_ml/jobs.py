@@ -5,27 +5,42 @@ label-studio-ml` processes, started in the backend's directory, run the jobs:
 - a task the model marks as long (`LabelStudioMLBase.runs_in_background`) is answered at once
   with an empty result and a `job_id`; the worker predicts it and uploads the prediction to Label
   Studio through the SDK (`predictions.create`, with `model_version`);
-- `START_TRAINING` enqueues `fit` and answers the job id at once.
+- `START_TRAINING` enqueues `fit` and answers the job id at once (a model whose `fit` submits its
+  own jobs, `TRAINS_IN_BACKGROUND`, is called in the request instead).
 Failed jobs are retried (`JOB_RETRIES`, with backoff); a job whose worker died is found by the
 next worker's registry maintenance and retried; nothing is lost. `/jobs/<id>` shows a job.
-Without `BACKGROUND_JOBS`, everything stays synchronous.
+Without `BACKGROUND_JOBS`, predictions stay synchronous.
+
+`submit` is for work that must never run in a request whatever the settings (a training): an RQ
+job with `BACKGROUND_JOBS`, else a daemon thread of this process whose state is a record in the
+per-project store (shared by gunicorn workers), so `/jobs/<id>` answers the same shape either way.
+Inside such work, `report_progress` publishes how far it got (RQ job meta, or the record).
 """
 
 import hashlib
 import importlib
+import json
 import logging
 import os
+import socket
 import threading
-from typing import Any, Dict, List, Optional
+import uuid
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional
 
+from .cache import get_store
 from .utils import env_bool, env_int
 
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = os.getenv("JOBS_QUEUE", "label-studio-ml")
 _ACTIVE_STATES = ("queued", "started", "deferred", "scheduled")
-_queues: Dict[str, Any] = {}
+_queues: Dict[tuple, Any] = {}
 _queues_lock = threading.Lock()
+# In-process jobs (no BACKGROUND_JOBS): records in the store under this project name.
+THREAD_JOBS_PROJECT = "_jobs"
+_thread_job_id: ContextVar[Optional[str]] = ContextVar("thread_job_id", default=None)
 
 
 def enabled() -> bool:
@@ -36,16 +51,16 @@ def redis_url() -> str:
     return os.getenv("REDIS_URL", "redis://localhost:6379/0")
 
 
-def get_queue():
-    """The RQ queue on `REDIS_URL` (one per URL and process)."""
+def get_queue(name: str = QUEUE_NAME):
+    """The RQ queue `name` on `REDIS_URL` (one per URL, name and process)."""
     from redis import Redis
     from rq import Queue
 
-    url = redis_url()
+    key = (redis_url(), name)
     with _queues_lock:
-        if url not in _queues:
-            _queues[url] = Queue(QUEUE_NAME, connection=Redis.from_url(url, socket_timeout=10))
-        return _queues[url]
+        if key not in _queues:
+            _queues[key] = Queue(name, connection=Redis.from_url(key[0], socket_timeout=10))
+        return _queues[key]
 
 
 def model_reference(model_class: type) -> str:
@@ -64,13 +79,15 @@ def stable_job_id(kind: str, *parts: Any) -> str:
     return f"{kind}-{digest}"
 
 
-def enqueue(func, *args, job_id: Optional[str] = None, description: str = "") -> str:
-    """Enqueue `func(*args)` unless a job with `job_id` is already waiting, running or done."""
+def enqueue(func, *args, job_id: Optional[str] = None, description: str = "", queue_name: str = QUEUE_NAME,
+            retries: Optional[int] = None, timeout: Optional[int] = None) -> str:
+    """Enqueue `func(*args)` unless a job with `job_id` is already waiting, running or done.
+    Defaults: `JOB_RETRIES` retries, `JOB_TIMEOUT` seconds."""
     from rq import Retry
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    queue = get_queue()
+    queue = get_queue(queue_name)
     if job_id:
         try:
             existing = Job.fetch(job_id, connection=queue.connection)
@@ -78,18 +95,32 @@ def enqueue(func, *args, job_id: Optional[str] = None, description: str = "") ->
                 return job_id
         except NoSuchJobError:
             pass
-    retries = env_int("JOB_RETRIES", 2)
+    retries = env_int("JOB_RETRIES", 2) if retries is None else retries
     job = queue.enqueue(
         func, *args, job_id=job_id, description=description,
         retry=Retry(max=retries, interval=[10, 60, 300][:max(retries, 1)]) if retries > 0 else None,
-        job_timeout=env_int("JOB_TIMEOUT", 3600), result_ttl=env_int("JOB_RESULT_TTL", 7 * 24 * 3600),
+        job_timeout=timeout or env_int("JOB_TIMEOUT", 3600), result_ttl=env_int("JOB_RESULT_TTL", 7 * 24 * 3600),
         failure_ttl=env_int("JOB_RESULT_TTL", 7 * 24 * 3600),
     )
-    logger.info("Enqueued job %s: %s", job.id, description)
+    logger.info("Enqueued job %s on %s: %s", job.id, queue_name, description)
     return job.id
 
 
 def job_status(job_id: str) -> Optional[dict]:
+    """`{"id", "status", "description", ..., "progress", "result" | "error"}` of a job run in this
+    deployment (an in-process one, or with `BACKGROUND_JOBS` an RQ one); None if unknown."""
+    record = _thread_job(job_id)
+    if record is not None or not enabled():
+        return record
+    return _rq_job_status(job_id)
+
+
+def is_active(status: Optional[dict]) -> bool:
+    """Whether a job (its `job_status`) is still waiting or running."""
+    return bool(status) and status["status"] in _ACTIVE_STATES
+
+
+def _rq_job_status(job_id: str) -> Optional[dict]:
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
@@ -104,12 +135,98 @@ def job_status(job_id: str) -> Optional[dict]:
         "enqueued_at": job.enqueued_at.isoformat() if job.enqueued_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "progress": job.meta.get("progress"),
     }
     if info["status"] == "finished":
         info["result"] = job.return_value()
     if info["status"] == "failed" and job.exc_info:
         info["error"] = job.exc_info.strip().splitlines()[-1]
     return info
+
+
+# ----- work that never runs in a request ----------------------------------------------------------
+
+def submit(func: Callable, *args, description: str = "", queue_name: str = QUEUE_NAME, retries: int = 0,
+           timeout: Optional[int] = None) -> str:
+    """Run `func(*args)` in the background and return its job id at once: an RQ job on
+    `queue_name` with `BACKGROUND_JOBS` (a worker imports `func` by name), else a daemon thread
+    of this process. `func` may call `report_progress`; its return value is the job's result."""
+    if enabled():
+        return enqueue(func, *args, description=description, queue_name=queue_name, retries=retries, timeout=timeout)
+    job_id = f"thread-{uuid.uuid4().hex[:20]}"
+    _save_thread_job({"id": job_id, "status": "queued", "description": description, "enqueued_at": _now(),
+                      "started_at": None, "ended_at": None, "progress": None, "host": socket.gethostname(),
+                      "pid": os.getpid()})
+    threading.Thread(target=_run_thread_job, args=(job_id, func, args), daemon=True, name=job_id).start()
+    logger.info("Started job %s in this process: %s", job_id, description)
+    return job_id
+
+
+def report_progress(update: dict) -> None:
+    """Merge `update` into the progress of the job this code runs in (nothing outside a job)."""
+    job_id = _thread_job_id.get()
+    if job_id is not None:
+        _update_thread_job(job_id, lambda record: record.update(progress={**(record.get("progress") or {}), **update}))
+        return
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is not None:
+        job.meta["progress"] = {**(job.meta.get("progress") or {}), **update}
+        job.save_meta()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_thread_job(job_id: str, func: Callable, args: tuple) -> None:
+    _thread_job_id.set(job_id)
+    _update_thread_job(job_id, lambda record: record.update(status="started", started_at=_now()))
+    try:
+        result = func(*args)
+    except Exception as exc:
+        logger.error("Job %s failed: %s: %s", job_id, type(exc).__name__, exc, exc_info=exc)
+        outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    else:
+        outcome = {"status": "finished", "result": json.loads(json.dumps(result, default=str))}
+    _update_thread_job(job_id, lambda record: record.update(outcome, ended_at=_now()))
+
+
+_thread_jobs_lock = threading.Lock()
+
+
+def _update_thread_job(job_id: str, change: Callable[[dict], None]) -> None:
+    with _thread_jobs_lock:  # only this process writes the records of its own threads
+        record = _thread_job(job_id)
+        change(record)
+        _save_thread_job(record)
+
+
+def _save_thread_job(record: dict) -> None:
+    get_store().set(THREAD_JOBS_PROJECT, f"job:{record['id']}", json.dumps(record))
+
+
+def _thread_job(job_id: str) -> Optional[dict]:
+    """The record of an in-process job; one whose process is gone while it ran reads as failed."""
+    text = get_store().get(THREAD_JOBS_PROJECT, f"job:{job_id}")
+    if not text:
+        return None
+    record = json.loads(text)
+    if record["status"] in _ACTIVE_STATES and record.get("host") == socket.gethostname() \
+            and not _process_alive(record.get("pid")):
+        record.update(status="failed", error="the backend process running this job ended before it finished")
+    return record
+
+
+def _process_alive(pid: Optional[int]) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True  # someone else's process, or no pid to check: assume it runs
+    return True
 
 
 def queue_figures() -> dict:
@@ -158,3 +275,17 @@ def run_prediction_job(model_ref: str, project_id: str, label_config: Optional[s
 def run_fit_job(model_ref: str, project_id: str, label_config: Optional[str], event: str, data: dict) -> Any:
     model = load_model_class(model_ref)(project_id=project_id, label_config=label_config)
     return model.fit(event, data)
+
+
+def run_model_method(model_ref: str, project_id: str, label_config: Optional[str], method: str, *args) -> Any:
+    """`<method>(*args)` of a new instance of the model class for the project (see `submit_model_method`)."""
+    model = load_model_class(model_ref)(project_id=project_id, label_config=label_config)
+    return getattr(model, method)(*args)
+
+
+def submit_model_method(model, method: str, *args, **options) -> str:
+    """`submit` a call of `model.<method>(*args)`, made on a new instance for the model's project
+    and labeling config (on a worker, or a thread: never the request's instance). `options` as
+    for `submit`."""
+    return submit(run_model_method, model_reference(type(model)), model.project_id, model.label_config, method,
+                  *args, **options)

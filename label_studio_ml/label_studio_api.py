@@ -1,5 +1,6 @@
-"""Talking back to Label Studio through its SDK: uploading predictions (background jobs) and
-confirming annotation webhooks that arrive without credentials.
+"""Talking back to Label Studio through its SDK: uploading predictions (background jobs), reading
+a project's annotated tasks (training) and confirming annotation webhooks that arrive without
+credentials.
 
 Label Studio sends `ANNOTATION_CREATED`, `ANNOTATION_UPDATED` and `ANNOTATIONS_DELETED` without the
 Basic auth header even when the backend requires it, so with basic auth on such a webhook could
@@ -14,9 +15,10 @@ body alone would let anyone train on any path it names and write files under `MO
 """
 
 import functools
+import itertools
 import logging
 import re
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from .exceptions import BadRequest, FailedDependency, Forbidden
 from .media import label_studio_api_key, label_studio_url
@@ -47,6 +49,25 @@ def _client(base_url: str, api_key: str, timeout: float):
 
 def _as_dict(item: Any) -> dict:
     return item.model_dump(mode="json") if hasattr(item, "model_dump") else dict(item)
+
+
+def annotated_tasks(project_id, page_size: int = 100) -> List[dict]:
+    """Every annotated task of the project, with its annotations, as Label Studio's API holds them
+    (cloud storage URIs as stored, like webhooks carry them). FailedDependency when the backend
+    does not know Label Studio."""
+    client = label_studio_client()
+    if client is None:
+        raise FailedDependency("Set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (legacy token or Personal Access "
+                               "Token) where the training runs: the annotations are read from Label Studio's API")
+    tasks: List[dict] = []
+    for page in itertools.count(1):
+        pager = client.tasks.list(project=int(project_id), fields="all", only_annotated=True, resolve_uri=False,
+                                  page=page, page_size=page_size)
+        items = [_as_dict(task) for task in pager.items or []]
+        tasks += items
+        if len(items) < page_size or len(tasks) >= pager.response.total:
+            logger.info("Read %d annotated tasks of project %s from Label Studio", len(tasks), project_id)
+            return tasks
 
 
 def _fetch(what: str, getter, object_id, **query) -> Optional[dict]:

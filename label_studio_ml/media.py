@@ -288,6 +288,7 @@ class _BoundedSession(requests.Session):
         self.sends_token = sends_token  # False: no token at all (the SDK would fall back to LABEL_STUDIO_API_KEY)
         self.deadline = _Deadline(_total_timeout())
         self.refusals = set()  # 401/403 answers seen
+        self.withheld = False  # a token the SDK added was not sent
         self.downloaded = False  # a cache hit sends no request
         self.mount("http://", _DeadlineAdapter())
         self.mount("https://", _DeadlineAdapter())
@@ -302,6 +303,8 @@ class _BoundedSession(requests.Session):
             try:
                 response = super().request(method, url, **kwargs)
                 self._read_body(response, url)
+                if self.deadline.expired:  # a body ended by closing the connection looks complete
+                    raise requests.ConnectionError(f"{url}: cut off at the deadline")
             except requests.RequestException as exc:
                 if self.deadline.expired:
                     raise FailedDependency(f"Cannot download {url}: not complete within "
@@ -317,6 +320,7 @@ class _BoundedSession(requests.Session):
             logger.warning("Not sending the Label Studio token to %s: not a Label Studio media endpoint",
                            urlparse(request.url)._replace(query="").geturl())
             del request.headers["Authorization"]
+            self.withheld = True
         return super().send(request, **kwargs)
 
     @staticmethod
@@ -507,6 +511,12 @@ def get_local_path(
     except MLBackendError:
         raise
     except requests.HTTPError as exc:
+        if session.unauthorized and session.withheld:
+            raise FailedDependency(
+                f"Cannot download {url}: HTTP 401, and no token was sent: a token goes only to the media "
+                "endpoints of the Label Studio it belongs to (LABEL_STUDIO_URL, or the hostname /setup sent "
+                "with its token)"
+            ) from exc
         if session.unauthorized:
             raise FailedDependency(
                 f"Cannot download {url}: Label Studio refused the credentials (HTTP 401): check LABEL_STUDIO_API_KEY"

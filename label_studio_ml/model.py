@@ -49,6 +49,9 @@ class LabelStudioMLBase:
     INITIAL_VERSION = "0.0.1"
     # Webhook events that reach `fit`; any other event is answered 200 "Unknown event".
     TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
+    # True when `fit` hands its long work to `jobs.submit` itself and answers at once: the server
+    # then calls it in the request even with BACKGROUND_JOBS (instead of running all of `fit` on a worker).
+    TRAINS_IN_BACKGROUND = False
 
     def __init__(self, project_id: Optional[str] = None, label_config: Optional[str] = None, **kwargs):
         self.project_id = str(project_id) if project_id not in (None, "") else ""
@@ -137,6 +140,10 @@ class LabelStudioMLBase:
             return semver.Version.parse(version)
         except ValueError:
             return version
+
+    def available_versions(self) -> List[str]:
+        """What `/versions` lists for the project (a model that keeps several overrides it)."""
+        return [str(self.model_version)]
 
     def bump_model_version(self) -> str:
         """Next version: minor bump for semver (`0.0.1` -> `0.1.0`), else a counter suffix (`yolo` -> `yolo.1`)."""

@@ -1,5 +1,5 @@
-"""A tiny stand-in for Label Studio: media endpoints, prediction uploads, and the annotation, task
-and project reads that confirm unauthenticated webhooks."""
+"""A tiny stand-in for Label Studio: media endpoints, prediction uploads, the annotation, task
+and project reads that confirm unauthenticated webhooks, and a project's task list (training)."""
 
 import itertools
 import time
@@ -108,6 +108,23 @@ def make_fake_label_studio():
                     for key, value in answer.get_json()["data"].items()}
             return jsonify(dict(answer.get_json(), data=data)), 200
         return answer, status
+
+    @app.get("/api/tasks/")
+    def list_tasks():
+        """Paginated like Label Studio's: `{"tasks", "total", ...}`, 404 past the last page."""
+        if not authorized():
+            return jsonify({"detail": "Authentication credentials were not provided."}), 401
+        project = request.args.get("project", type=int)
+        tasks = [t for t in state["tasks"].values() if t.get("project") == project]
+        if request.args.get("only_annotated", "").lower() == "true":
+            tasks = [t for t in tasks if t.get("annotations")]
+        page, size = request.args.get("page", 1, type=int), request.args.get("page_size", 100, type=int)
+        if page > 1 and (page - 1) * size >= len(tasks):
+            return jsonify({"detail": "Invalid page."}), 404
+        state["task_list_pages"] = state.get("task_list_pages", 0) + 1
+        return jsonify({"tasks": tasks[(page - 1) * size:page * size], "total": len(tasks),
+                        "total_annotations": sum(len(t.get("annotations") or []) for t in tasks),
+                        "total_predictions": 0})
 
     @app.get("/api/projects/<int:object_id>/")
     def project(object_id):

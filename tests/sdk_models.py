@@ -3,6 +3,7 @@
 import json
 import time
 
+from label_studio_ml import jobs
 from label_studio_ml.api import init_app
 from label_studio_ml.exceptions import NotFound
 from label_studio_ml.model import LabelStudioMLBase
@@ -43,10 +44,14 @@ class EchoModel(LabelStudioMLBase):
 
 
 class ShortModel(LabelStudioMLBase):
-    """Forgets the last task of every batch."""
+    """Answers too few predictions: nothing for a task whose text is "nothing", and of a batch of
+    several tasks it loses the last prediction (so which one belongs to which task is unknown)."""
 
     def predict(self, tasks, context=None, **kwargs):
-        return [{"result": []} for _ in tasks[:-1]]
+        predictions = [{"result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                                    "value": {"choices": [task["data"]["text"]]}}]}
+                       for task in tasks if task["data"]["text"] != "nothing"]
+        return predictions[:-1] if len(tasks) > 1 else predictions
 
 
 class NoScoreModel(LabelStudioMLBase):
@@ -72,3 +77,30 @@ class LongModel(EchoModel):
 
 
 long_app = init_app(LongModel)
+
+
+class TrainingModel(EchoModel):
+    """`START_TRAINING` submits a background training (`jobs.submit_model_method`) and answers its
+    id; the training reports progress per "epoch" and returns its figures."""
+
+    TRAINS_IN_BACKGROUND = True
+
+    def fit(self, event, data, **kwargs):
+        if event != "START_TRAINING":
+            return super().fit(event, data, **kwargs)
+        epochs = int(data.get("epochs", 3))
+        return {"job_id": jobs.submit_model_method(self, "train", epochs, float(data.get("seconds", 0.3)),
+                                                   description="train", queue_name="sdk-train"),
+                "status": "queued"}
+
+    def train(self, epochs: int, seconds: float) -> dict:
+        if epochs < 1:
+            raise ValueError("nothing to train: epochs must be at least 1")
+        for epoch in range(1, epochs + 1):
+            time.sleep(seconds)
+            jobs.report_progress({"epoch": epoch, "epochs": epochs})
+        self.set("trained_epochs", str(epochs))
+        return {"epochs": epochs, "project": self.project_id, "label_config": self.label_config}
+
+
+training_app = init_app(TrainingModel)

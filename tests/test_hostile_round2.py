@@ -12,7 +12,7 @@ import requests
 from flask import Flask, Response, jsonify, request
 
 from fake_label_studio import LEGACY_TOKEN, PNG_BYTES, make_fake_label_studio
-from helpers import PYTHON, serve_in_process, serve_in_thread
+from helpers import PYTHON, serve_in_process, serve_in_thread, wait_until
 from label_studio_ml import media
 from label_studio_ml.admission import InferenceGate
 from label_studio_ml.api import init_app
@@ -129,8 +129,11 @@ class _HostileMedia(BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
-        if self.path.startswith("/trickle"):
-            self.send_header("Content-Length", "1000")
+        if self.path.startswith(("/trickle", "/until-close")):
+            if self.path.startswith("/trickle"):
+                self.send_header("Content-Length", "1000")
+            else:  # no length, not chunked: the body ends when the connection closes
+                self.send_header("Connection", "close")
             self.end_headers()
             for _ in range(40):  # one byte every 0.5 s: each wait is short, the sum is not
                 if not self._send(b"x"):
@@ -173,6 +176,15 @@ def test_a_trickling_download_stops_at_the_total_deadline(hostile_media, monkeyp
     with pytest.raises(FailedDependency, match="MEDIA_TOTAL_TIMEOUT"):
         media.get_local_path(hostile_media + "/trickle.png")
     assert time.monotonic() - started < 10  # the trickle alone lasts 20 s
+
+
+def test_a_body_cut_off_at_the_deadline_is_never_cached_as_complete(hostile_media, monkeypatch):
+    """Without Content-Length, the deadline closing the connection looks like the body's end."""
+    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "5")
+    monkeypatch.setenv("MEDIA_TOTAL_TIMEOUT", "1.5")
+    for _ in range(2):  # the second try finds no truncated file in the cache either
+        with pytest.raises(FailedDependency, match="MEDIA_TOTAL_TIMEOUT"):
+            media.get_local_path(hostile_media + "/until-close.png")
 
 
 def test_a_chunked_download_is_counted_while_it_streams(hostile_media, monkeypatch):
@@ -324,3 +336,26 @@ def test_a_huge_request_does_not_starve_a_small_one(model_dir, monkeypatch):
         post("small", 2)
         huge.join(60)
     assert finished == ["small", "huge"]
+
+
+def test_webhooks_answer_while_every_prediction_slot_is_taken(model_dir, monkeypatch):
+    """Anonymous webhooks take no prediction slot, and unknown events answer 200 under any load."""
+    monkeypatch.setenv("PREDICT_CONCURRENCY", "1")
+    monkeypatch.setenv("PREDICT_QUEUE_SIZE", "0")
+    with serve_in_thread(init_app(EchoModel, basic_auth_user="u", basic_auth_pass="p")) as base:
+        body = {"tasks": [{"id": 1, "data": {"text": "sleep"}}], "label_config": "<View/>", "project": "1"}
+        busy = threading.Thread(target=requests.post, args=(base + "/predict",), kwargs={"json": body, "auth": ("u", "p")})
+        busy.start()
+        try:
+            quick = dict(body, tasks=[{"id": 2, "data": {"text": "quick"}}])
+            time.sleep(0.5)  # a probe must not take the slot before the busy request does (no queue: it would 503)
+            wait_until(lambda: requests.post(base + "/predict", json=quick, auth=("u", "p")).status_code == 503, 5,
+                       interval=0.02, what="the only prediction slot taken")
+            event = requests.post(base + "/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1}})
+            assert event.status_code == 200 and event.json() == {"status": "Unknown event"}
+        finally:
+            busy.join(10)
+        huge = requests.post(base + "/webhook", data=b"{" + b" " * (11 * 1024 * 1024) + b"}",
+                             headers={"Content-Type": "application/json"})
+        assert huge.status_code == 413 and "WEBHOOK_MAX_MB_UNAUTHENTICATED" in huge.json()["detail"]
+        assert requests.get(base + "/health", auth=("u", "p")).status_code == 200

@@ -64,11 +64,20 @@ def test_predict_fills_missing_version_and_numeric_score(model_dir):
     assert result["score"] == pytest.approx(0.3)
 
 
-def test_too_few_predictions_still_answer_one_per_task(model_dir):
+@pytest.mark.parametrize("chunk_size", ["32", "2"])
+def test_too_few_predictions_are_never_stored_on_the_wrong_task(model_dir, monkeypatch, chunk_size):
+    """A batch answering the wrong number of predictions is predicted task by task: each task gets
+    its own prediction (never its neighbour's), a task the model answers nothing for an error."""
+    monkeypatch.setenv("PREDICT_CHUNK_SIZE", chunk_size)
+    texts = ["a", "b", "nothing", "d", "e"]
     with serve_in_thread(init_app(ShortModel)) as base:
-        results = predict(base, [{"id": 1, "data": {"text": "a"}}, {"id": 2, "data": {"text": "b"}}]).json()["results"]
-    assert len(results) == 2
-    assert "error" not in results[0] and "no prediction" in results[1]["error"]
+        results = predict(base, [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)]).json()["results"]
+    assert len(results) == len(texts)
+    for text, result in zip(texts, results):
+        if text == "nothing":
+            assert result["result"] == [] and "no prediction" in result["error"]
+        else:
+            assert result["result"][0]["value"]["choices"] == [text] and "error" not in result
 
 
 def test_context_and_params_reach_predict(server):

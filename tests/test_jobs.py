@@ -133,16 +133,78 @@ def test_worker_killed_mid_job_another_worker_finishes_it(backend, job_env, fake
     assert [p["task"] for p in state["predictions"]] == [4]
 
 
-def test_jobs_endpoint_without_background_jobs_is_404(model_dir):
+def test_without_background_jobs_predictions_stay_synchronous_and_unknown_jobs_are_404(model_dir):
     from label_studio_ml.api import init_app
     from sdk_models import LongModel
 
     with serve_in_thread(init_app(LongModel)) as base:
         response = requests.get(base + "/jobs/abc")
-        assert response.status_code == 404 and "BACKGROUND_JOBS" in response.json()["detail"]
-        # without background jobs, long tasks are predicted synchronously
+        assert response.status_code == 404 and response.json()["detail"] == "No job abc"
         body = predict(base, [{"id": 1, "data": {"text": "x", "long": True}}]).json()
         assert body["results"][0]["result"] and "jobs" not in body
+
+
+def train(base, **data):
+    started = time.monotonic()
+    response = requests.post(base + "/train", json={"project": {"id": 7, "label_config": "<View/>"}, **data}, timeout=30)
+    assert response.status_code == 201, response.text
+    assert time.monotonic() - started < 1.0  # the training runs elsewhere
+    return response.json()["result"]["job_id"]
+
+
+def job(base, job_id):
+    return requests.get(f"{base}/jobs/{job_id}", timeout=10).json()
+
+
+def test_without_background_jobs_training_runs_on_a_thread_and_jobs_shows_it(model_dir):
+    from label_studio_ml.api import init_app
+    from sdk_models import TrainingModel
+
+    with serve_in_thread(init_app(TrainingModel)) as base:
+        job_id = train(base, epochs=3, seconds=0.5)
+        running = wait_until(lambda: (s := job(base, job_id))["status"] == "started" and s["progress"] and s, timeout=10)
+        assert running["progress"]["epochs"] == 3 and running["description"] == "train"
+        finished = wait_until(lambda: (s := job(base, job_id))["status"] == "finished" and s, timeout=20)
+        assert finished["progress"] == {"epoch": 3, "epochs": 3}
+        assert finished["result"] == {"epochs": 3, "project": "7", "label_config": "<View/>"}
+        assert finished["started_at"] and finished["ended_at"]
+
+        failed_id = train(base, epochs=0)
+        failed = wait_until(lambda: (s := job(base, failed_id))["status"] == "failed" and s, timeout=10)
+        assert failed["error"] == "ValueError: nothing to train: epochs must be at least 1"
+
+
+def test_a_thread_job_whose_process_ended_reads_as_failed(model_dir):
+    import json
+    import subprocess
+
+    from label_studio_ml import jobs
+    from label_studio_ml.cache import get_store
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    record = {"id": "thread-gone", "status": "started", "description": "x", "host": __import__("socket").gethostname(),
+              "pid": ended.pid, "progress": {"epoch": 1}}
+    get_store().set(jobs.THREAD_JOBS_PROJECT, "job:thread-gone", json.dumps(record))
+    status = jobs.job_status("thread-gone")
+    assert status["status"] == "failed" and "ended before it finished" in status["error"]
+    assert status["progress"] == {"epoch": 1}
+
+
+def test_with_background_jobs_training_runs_on_a_worker_of_its_own_queue(job_env, tmp_path):
+    command = [PYTHON, "-m", "gunicorn", "--threads", "4", "-b", "127.0.0.1:{port}", "sdk_models:training_app"]
+    with serve_in_process(command, env=job_env, cwd=TESTS_DIR) as (base, _):
+        job_id = train(base, epochs=2, seconds=0.2)
+        assert job(base, job_id)["status"] == "queued"
+        env = dict(os.environ, **job_env, PYTHONPATH=os.pathsep.join([REPO_ROOT, TESTS_DIR]))
+        worker = start_logged(RQ + ["--url", job_env["REDIS_URL"], "--name", "trainer", "sdk-train"], env,
+                              str(tmp_path / "trainer.log"), cwd=TESTS_DIR)
+        try:
+            finished = wait_until(lambda: (s := job(base, job_id))["status"] == "finished" and s, timeout=60)
+        finally:
+            stop(worker)
+        assert finished["progress"] == {"epoch": 2, "epochs": 2}
+        assert finished["result"]["epochs"] == 2 and finished["result"]["project"] == "7"
 
 
 @pytest.mark.parametrize("path", ["docker-compose.yml", "examples/yolo/docker-compose.yml"])

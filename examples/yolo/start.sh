@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serve the YOLO backend with gunicorn: PORT (9090), WORKERS (1), THREADS, LOG_LEVEL (INFO).
-# label_studio_ml/gunicorn_config.py: enough threads that slow clients and long predictions leave 2
+# label_studio_ml/gunicorn_config.py: enough threads that waiting and running predictions leave 2
 # free for /health and /setup; gunicorn's own error answers are JSON.
 # Models load lazily on the first /predict that needs them, so this starts in seconds, offline too.
 # Runtime state (cache.db, media cache, ONNX exports, Ultralytics settings) goes to MODEL_DIR,
