@@ -1,18 +1,23 @@
-"""Speed of the served backend against raw Ultralytics on the same weights and images.
+"""Speed and memory of the served backend against every engine's raw Ultralytics on the same weights.
 
     python examples/yolo/benchmarks/benchmark.py [--weights yolo11n-pose.pt] [--images 16]
 
-Floor: Ultralytics `predict` of the PyTorch weights in-process, one image at a time. Then our
-`/predict` over HTTP (gunicorn as started by start.sh): sequential one task per request; requests
+Raw figures: Ultralytics `predict` in-process on each engine the server can choose on this device
+(PyTorch; on a CPU also ONNX Runtime and OpenVINO on the exports the server loads), one image per
+call and in batches of 8 same-size images. Then our `/predict` over HTTP (gunicorn as start.sh
+runs it, `YOLO_RUNTIME` as given, by default `auto`): sequential one task per request; requests
 of 8 tasks; 4 concurrent clients. Each mode is warmed up once, then timed `--rounds` times
-(median). Prints milliseconds per image and the ratios against the floor. When the server runs the
-ONNX export (`YOLO_RUNTIME`, by default on a CPU), raw Ultralytics `predict` of that export is
-printed as a second reference, with the ratios against it: they show what HTTP, media reading and
-batching add or save on top of the engine. The HTTP client runs on the same machine, so on a small
-CPU it takes a share of the cores the floors have to themselves.
+(median). Ours are printed as ratios against the fastest raw engine, with the targets: sequential
+<= 1.10x its time per image, 8 tasks per request <= 1.00x, 4 clients >= 0.95x its capacity
+(images per second). Last, the server's resident memory idle and after a first predict, with
+each engine and with the `YOLO_RUNTIME` given (for `auto`: its race is remembered from the timed
+server, so this is the engine it chose). The HTTP client runs on the same machine, so on a small
+CPU it takes a share of the cores the raw figures have to themselves.
 """
 
 import argparse
+import glob
+import json
 import os
 import shutil
 import statistics
@@ -26,13 +31,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import requests  # noqa: E402
-from load import predict, served_backend  # noqa: E402
+from load import predict, process_tree_rss, served_backend  # noqa: E402
 from utils.models import LoadedModel  # noqa: E402
-from utils.runtimes import choose_runtime  # noqa: E402
+from utils.runtimes import ENGINE_NAMES, EXPORTS, engine_available  # noqa: E402
 from yolo_helpers import fetch_pose_model  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
-          'model_path="{weights}" model_score_threshold="0.5"><Label value="person"/></RectangleLabels></View>')
+          'model_path="{weights}" model_score_threshold="0.5">{labels}</RectangleLabels></View>')
+PERSON = '<Label value="person"/>'
+MIB = 1 << 20
+# (mode, the most (≤) or the least (≥) its ratio against the fastest raw engine may be)
+TARGETS = {"sequential": ("<=", 1.10), "8 tasks": ("<=", 1.00), "clients": (">=", 0.95)}
 
 
 def benchmark_images(directory: str, count: int) -> list:
@@ -51,7 +60,7 @@ def benchmark_images(directory: str, count: int) -> list:
 
 def per_image(run, images: int, rounds: int) -> float:
     """Median seconds per image of `run()` over `rounds`, after one untimed warm-up round (new batch
-    sizes and shapes make PyTorch build new kernels the first time)."""
+    sizes and shapes make engines build new kernels the first time)."""
     run()
     timings = []
     for _ in range(rounds):
@@ -61,10 +70,15 @@ def per_image(run, images: int, rounds: int) -> float:
     return statistics.median(timings)
 
 
+def engines(device: str) -> list:
+    """The engines the server may run on `device`: PyTorch, and on a CPU the exported ones installed."""
+    return ["torch"] + ([r for r in EXPORTS if engine_available(r)] if device == "cpu" else [])
+
+
 def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, rounds: int) -> tuple:
-    """The floor: the plain Ultralytics model (PyTorch, or the ONNX export as the server loads it),
-    one image per call; and the same model on batches of up to 8 images of one size (the bus and
-    the zidane copies apart), which shows what batching alone gains on this device."""
+    """Plain Ultralytics on one engine (the model as the server loads it), one image per call; and
+    the same model on batches of up to 8 images of one size (the bus and the zidane copies apart),
+    which shows what batching alone gains on this device."""
     model = LoadedModel(weights, device, runtime).model
     one_by_one = per_image(lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths],
                            len(paths), rounds)
@@ -74,8 +88,73 @@ def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, 
     return one_by_one, batched
 
 
-def ratios(seconds: float, floors: list) -> str:
-    return "  ".join(f"{name} {seconds / floor:.3f}" for name, floor in floors)
+def served_seconds_per_image(base: str, tasks: list, config: str, clients: int, rounds: int) -> dict:
+    """Seconds per image of `/predict`: sequential one task per request, 8 tasks per request,
+    `clients` concurrent clients of one task per request."""
+
+    def sequential():
+        for task in tasks:
+            assert predict(base, [task], config).status_code == 200
+
+    def batched():
+        for start in range(0, len(tasks), 8):
+            assert predict(base, tasks[start:start + 8], config).status_code == 200
+
+    def concurrent():
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(lambda chunk: [predict(base, [t], config) for t in chunk],
+                          [tasks[i::clients] for i in range(clients)]))
+
+    return {name: per_image(mode, len(tasks), rounds)
+            for name, mode in (("sequential", sequential), ("8 tasks", batched), ("clients", concurrent))}
+
+
+def served_rss(env: dict, runtime: str, task: dict, config: str) -> tuple:
+    """Resident memory (bytes) of a fresh server with `YOLO_RUNTIME=runtime`: idle, and after its
+    first predict (the model loaded, its engine started)."""
+    with served_backend({**env, "YOLO_RUNTIME": runtime}, workers=1) as (base, process):
+        idle = process_tree_rss(process.pid)
+        assert predict(base, [task], config).status_code == 200
+        return idle, process_tree_rss(process.pid)
+
+
+def race_figures(model_dir: str) -> str:
+    """What the server's race measured (ms per predict per engine), when it ran one."""
+    races = glob.glob(os.path.join(model_dir, "exports", "*.race.json"))
+    if not races:
+        return "no race (YOLO_RUNTIME is not auto, or not on a CPU)"
+    with open(races[0]) as file:
+        race = json.load(file)
+    figures = ", ".join(f"{ENGINE_NAMES[r]} {ms} ms" for r, ms in race["ms_per_predict"].items())
+    return f"{figures} ({race['imgsz']}-pixel synthetic image): {ENGINE_NAMES[race['fastest']]}"
+
+
+def verdict(mode: str, ratio: float) -> str:
+    comparison, bound = TARGETS[mode]
+    met = ratio <= bound if comparison == "<=" else ratio >= bound
+    return f"target {comparison} {bound:.2f}: {'met' if met else 'MISSED'}"
+
+
+def report(weights: str, device: str, images: int, clients: int, served: list, race: str, raw: dict, ours: dict,
+           rss: dict) -> None:
+    print(f"weights: {weights}, device: {device}, images: {images}, served as: {served}")
+    print(f"server's race: {race}")
+    for name, (one_by_one, batched) in raw.items():
+        print(f"raw Ultralytics predict ({ENGINE_NAMES[name]:>12}), one image per call: {one_by_one * 1000:8.1f} "
+              f"ms/image; batches of 8: {batched * 1000:8.1f} ms/image (ratio {batched / one_by_one:.3f})")
+    fastest = min(raw, key=lambda name: raw[name][0])
+    floor = raw[fastest][0]
+    print(f"ours against the fastest raw engine, {ENGINE_NAMES[fastest]} ({floor * 1000:.1f} ms/image):")
+    for mode, label in (("sequential", "/predict sequential, 1 task per request"),
+                        ("8 tasks", "/predict 8 tasks per request")):
+        ratio = ours[mode] / floor
+        print(f"{label}: {ours[mode] * 1000:8.1f} ms/image  {ratio:.3f} x  {verdict(mode, ratio)}")
+    capacity = floor / ours["clients"]
+    print(f"/predict {clients} concurrent clients:           {ours['clients'] * 1000:8.1f} ms/image  "
+          f"capacity {capacity:.3f} x  {verdict('clients', capacity)}")
+    for name, (idle, loaded) in rss.items():
+        print(f"server RSS with {ENGINE_NAMES.get(name, 'YOLO_RUNTIME=' + name):>12}: idle {idle / MIB:7.1f} MiB, "
+              f"after a first predict {loaded / MIB:7.1f} MiB")
 
 
 def main(argv=None) -> int:
@@ -94,47 +173,24 @@ def main(argv=None) -> int:
         os.makedirs(root)
         os.symlink(weights, os.path.join(root, os.path.basename(weights)))
         paths = benchmark_images(tmp, args.images)
-        config = CONFIG.format(weights=os.path.basename(weights))
+        config = CONFIG.format(weights=os.path.basename(weights), labels=PERSON)
         tasks = [{"id": i, "data": {"image": p}} for i, p in enumerate(paths)]
 
         model_dir = os.path.join(tmp, "model_dir")
-        os.environ["MODEL_DIR"] = model_dir  # where the ONNX export is cached, for the server too
+        os.environ["MODEL_DIR"] = model_dir  # where the exports are cached, for the servers too
         served_weights = os.path.join(root, os.path.basename(weights))
-        runtime = choose_runtime(served_weights, args.device, args.runtime)
         raw = {name: raw_seconds_per_image(served_weights, name, paths, args.device, args.rounds)
-               for name in dict.fromkeys([choose_runtime(served_weights, args.device, "torch"), runtime])}
-        floors = [(name, one_by_one) for name, (one_by_one, _) in raw.items()]
+               for name in engines(args.device)}
         env = {"MODEL_ROOT": root, "MODEL_DIR": model_dir, "DEVICE": args.device, "YOLO_RUNTIME": args.runtime,
                "PREDICT_CONCURRENCY": str(args.clients)}
-        with served_backend(env, workers=1, threads=args.clients, log_path=os.path.join(tmp, "server.log")) as (base, _):
-
-            def sequential():
-                for task in tasks:
-                    assert predict(base, [task], config).status_code == 200
-
-            def batched():
-                for start in range(0, len(tasks), 8):
-                    assert predict(base, tasks[start:start + 8], config).status_code == 200
-
-            def concurrent():
-                with ThreadPoolExecutor(args.clients) as pool:
-                    list(pool.map(lambda chunk: [predict(base, [t], config) for t in chunk],
-                                  [tasks[i::args.clients] for i in range(args.clients)]))
-
-            sequential_s, batched_s, concurrent_s = (
-                per_image(mode, len(tasks), args.rounds) for mode in (sequential, batched, concurrent))
+        log = os.path.join(tmp, "server.log")
+        with served_backend(env, workers=1, threads=args.clients, log_path=log) as (base, _):
+            ours = served_seconds_per_image(base, tasks, config, args.clients, args.rounds)
             served = requests.get(base + "/health", timeout=10).json()["loaded_models"]
+        race = race_figures(model_dir)
+        rss = {name: served_rss(env, name, tasks[0], config) for name in dict.fromkeys([*raw, args.runtime])}
 
-    print(f"weights: {os.path.basename(weights)}, device: {args.device}, images: {len(paths)}, served as: {served}")
-    for name, (one_by_one, batched) in raw.items():
-        print(f"raw Ultralytics predict ({name}), one image per call: {one_by_one * 1000:8.1f} ms/image")
-        print(f"raw Ultralytics predict ({name}), batches of 8:       {batched * 1000:8.1f} ms/image  "
-              f"ratio {batched / one_by_one:.3f}")
-    print("ratios against each raw floor (per image; for clients: raw time / served time, i.e. capacity):")
-    print(f"/predict sequential, 1 task per request: {sequential_s * 1000:8.1f} ms/image  {ratios(sequential_s, floors)}")
-    print(f"/predict 8 tasks per request:            {batched_s * 1000:8.1f} ms/image  {ratios(batched_s, floors)}")
-    capacity = "  ".join(f"{name} {floor / concurrent_s:.3f}" for name, floor in floors)
-    print(f"/predict {args.clients} concurrent clients:            {concurrent_s * 1000:8.1f} ms/image  capacity {capacity}")
+    report(os.path.basename(weights), args.device, len(paths), args.clients, served, race, raw, ours, rss)
     return 0
 
 

@@ -1,5 +1,7 @@
-"""ONNX Runtime on a cached export serves the same answers as PyTorch, and falls back to it."""
+"""ONNX Runtime and OpenVINO on cached exports serve the same answers as PyTorch, fall back to it,
+and `auto` picks the fastest by a race remembered beside the exports."""
 
+import json
 import logging
 import os
 
@@ -11,7 +13,9 @@ import synthetic
 from helpers import PYTHON, read_log, serve_in_process, wait_until
 from label_studio_ml.exceptions import MLBackendError
 from utils.models import LoadedModel, registry
-from utils.runtimes import choose_runtime, export_key, exports_dir, onnx_export, quiet_ultralytics
+import utils.runtimes as runtimes
+from utils.runtimes import (FASTEST, choose_runtime, export, export_key, exports_dir, half_precision,
+                            quiet_ultralytics, race_conditions, race_path)
 from yolo_helpers import mask_iou
 
 YOLO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,69 +33,85 @@ def classification_images():
     return [synthetic.classification_image(seed)[0] for seed in SEEDS]
 
 
-def by_confidence(data: np.ndarray, conf_column: int) -> np.ndarray:
-    return data[np.argsort(-data[:, conf_column])]
+def same_boxes(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each row of `reference` (coordinates..., confidence, class), the index of the row of
+    `other` closest in coordinates: engines may order boxes of almost equal confidence differently."""
+    assert len(reference) > 0, "the scene should have detections"
+    assert reference.shape == other.shape
+    distances = np.abs(reference[:, None, :-2] - other[None, :, :-2]).max(axis=2)
+    order = distances.argmin(axis=1)
+    assert len(set(order)) == len(order), "two boxes match the same one"
+    return order
 
 
-def assert_same_detections(torch_result, onnx_result, attribute: str):
-    a = by_confidence(getattr(torch_result, attribute).data.cpu().numpy(), -2)
-    b = by_confidence(getattr(onnx_result, attribute).data.cpu().numpy(), -2)
-    assert len(a) > 0, "the scene should have detections"
-    assert a.shape == b.shape
+def assert_same_detections(reference, result, attribute: str) -> np.ndarray:
+    """Box by box equal up to float rounding; the order that pairs `result`'s boxes with `reference`'s."""
+    a = getattr(reference, attribute).data.cpu().numpy()
+    order = same_boxes(a, getattr(result, attribute).data.cpu().numpy())
+    b = getattr(result, attribute).data.cpu().numpy()[order]
     np.testing.assert_allclose(b[:, :-2], a[:, :-2], atol=0.5)   # coordinates, pixels
     np.testing.assert_allclose(b[:, -2], a[:, -2], atol=0.01)    # confidences
     np.testing.assert_array_equal(b[:, -1], a[:, -1])            # classes
+    return order
 
 
-@pytest.mark.parametrize("weights, images, attribute", [
+def assert_same_answers(reference, result, attribute: str) -> None:
+    """`result` (an Ultralytics Results) answers like `reference`, detection by detection: boxes,
+    confidences, classes, masks, keypoints; or class probabilities."""
+    assert result.orig_shape == reference.orig_shape
+    if attribute == "probs":
+        np.testing.assert_allclose(result.probs.data.cpu().numpy(), reference.probs.data.cpu().numpy(), atol=1e-3)
+        return
+    order = assert_same_detections(reference, result, attribute)
+    if reference.masks is not None:
+        for i, j in enumerate(order):
+            assert mask_iou(reference.masks.data[i].cpu().numpy() > 0.5,
+                            result.masks.data[j].cpu().numpy() > 0.5) > 0.98
+    if reference.keypoints is not None:
+        np.testing.assert_allclose(result.keypoints.xy.cpu().numpy()[order], reference.keypoints.xy.cpu().numpy(),
+                                   atol=0.5)
+
+
+# Every task type: its test weights, images showing what it finds, the Results attribute it fills.
+TASK_CASES = [
     ("shapes-det.pt", lambda: scenes(synthetic.detection_scene), "boxes"),
     ("shapes-obb.pt", lambda: scenes(synthetic.obb_scene), "obb"),
     ("shapes-seg.pt", lambda: scenes(synthetic.segmentation_scene), "boxes"),
     ("shapes-pose.pt", lambda: scenes(synthetic.pose_scene), "boxes"),
     ("shapes-cls.pt", classification_images, "probs"),
-])
-def test_onnx_runtime_answers_like_pytorch(yolo_env, model_root, weights, images, attribute):
+]
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+@pytest.mark.parametrize("weights, images, attribute", TASK_CASES)
+def test_exported_engine_answers_like_pytorch(yolo_env, model_root, runtime, weights, images, attribute):
     path = os.path.join(model_root, weights)
     torch_model = LoadedModel(path, "cpu", "torch")
-    onnx_model = LoadedModel(path, "cpu", "onnx")
-    assert (torch_model.runtime, onnx_model.runtime) == ("torch", "onnx")
-    assert onnx_model.names == torch_model.names and onnx_model.task == torch_model.task
+    exported_model = LoadedModel(path, "cpu", runtime)
+    assert (torch_model.runtime, exported_model.runtime) == ("torch", runtime)
+    assert exported_model.names == torch_model.names and exported_model.task == torch_model.task
 
     batch = images()
-    for torch_result, onnx_result in zip(torch_model.predict(batch), onnx_model.predict(batch)):
-        assert onnx_result.orig_shape == torch_result.orig_shape
-        if attribute == "probs":
-            np.testing.assert_allclose(onnx_result.probs.data.cpu().numpy(), torch_result.probs.data.cpu().numpy(),
-                                       atol=1e-3)
-            continue
-        assert_same_detections(torch_result, onnx_result, attribute)
-        if torch_result.masks is not None:
-            order_t = np.argsort(-torch_result.boxes.conf.cpu().numpy())
-            order_o = np.argsort(-onnx_result.boxes.conf.cpu().numpy())
-            for i, j in zip(order_t, order_o):
-                assert mask_iou(torch_result.masks.data[i].cpu().numpy() > 0.5,
-                                onnx_result.masks.data[j].cpu().numpy() > 0.5) > 0.98
-        if torch_result.keypoints is not None:
-            a = torch_result.keypoints.xy.cpu().numpy()[np.argsort(-torch_result.boxes.conf.cpu().numpy())]
-            b = onnx_result.keypoints.xy.cpu().numpy()[np.argsort(-onnx_result.boxes.conf.cpu().numpy())]
-            np.testing.assert_allclose(b, a, atol=0.5)
+    for torch_result, exported_result in zip(torch_model.predict(batch), exported_model.predict(batch)):
+        assert_same_answers(torch_result, exported_result, attribute)
 
 
-def test_export_is_cached_under_model_dir_and_model_root_is_untouched(yolo_env, model_root):
+@pytest.mark.parametrize("runtime, suffix", [("onnx", ".onnx"), ("openvino", "_openvino_model")])
+def test_export_is_cached_under_model_dir_and_model_root_is_untouched(yolo_env, model_root, runtime, suffix):
     path = os.path.join(model_root, "shapes-det.pt")
     root_before = sorted(os.listdir(model_root))
-    LoadedModel(path, "cpu", "onnx")
+    LoadedModel(path, "cpu", runtime)
     key = export_key(path)
-    export = next(n for n in os.listdir(exports_dir()) if n.endswith(".onnx"))
-    assert export.startswith("shapes-det-")
+    exported = next(n for n in os.listdir(exports_dir()) if n.endswith(suffix))
+    assert exported.startswith("shapes-det-") and f"-{runtime}" in exported  # named by the converter's version too
     # the export and its lock file only: no temporary directory left behind
-    assert sorted(os.listdir(exports_dir())) == sorted([export, key + ".lock"])
-    first_write = os.stat(os.path.join(exports_dir(), export)).st_mtime_ns
+    assert sorted(os.listdir(exports_dir())) == sorted([exported, key + ".lock"])
+    first_write = os.stat(os.path.join(exports_dir(), exported)).st_mtime_ns
 
-    again = LoadedModel(path, "cpu", "onnx")
-    assert again.runtime == "onnx"
-    assert sorted(os.listdir(exports_dir())) == sorted([export, key + ".lock"])
-    assert os.stat(os.path.join(exports_dir(), export)).st_mtime_ns == first_write  # not exported again
+    again = LoadedModel(path, "cpu", runtime)
+    assert again.runtime == runtime
+    assert sorted(os.listdir(exports_dir())) == sorted([exported, key + ".lock"])
+    assert os.stat(os.path.join(exports_dir(), exported)).st_mtime_ns == first_write  # not exported again
     assert sorted(os.listdir(model_root)) == root_before
 
 
@@ -123,13 +143,13 @@ def test_failed_export_falls_back_to_pytorch(yolo_env, model_root, caplog):
 
 def test_an_export_that_does_not_load_is_discarded_and_pytorch_serves(yolo_env, model_root, caplog):
     path = os.path.join(model_root, "shapes-det.pt")
-    export = onnx_export(path)
-    with open(export, "wb") as file:
+    exported = export(path, "onnx")
+    with open(exported, "wb") as file:
         file.write(b"not an ONNX model")
     with caplog.at_level(logging.WARNING, logger="utils.models"):
         model = LoadedModel(path, "cpu", "onnx")
     assert model.runtime == "torch" and "PyTorch serves it instead" in caplog.text
-    assert not os.path.exists(export)
+    assert not os.path.exists(exported)
     image, objects = synthetic.detection_scene(SEEDS[0])
     assert len(model.predict([image])[0].boxes) == len(objects)
     assert LoadedModel(path, "cpu", "onnx").runtime == "onnx"  # exported anew
@@ -153,9 +173,9 @@ def test_concurrent_loads_export_once(yolo_env, model_root, caplog):
 
     path = os.path.join(model_root, "shapes-pose.pt")
     with caplog.at_level(logging.INFO, logger="utils.runtimes"), ThreadPoolExecutor(3) as pool:
-        exports = list(pool.map(lambda _: onnx_export(path), range(3)))
-    assert len(set(exports)) == 1 and os.path.isfile(exports[0])
-    assert caplog.text.count("Exported shapes-pose.pt to ONNX") == 1
+        exports = list(pool.map(lambda _: export(path, "openvino"), range(3)))
+    assert len(set(exports)) == 1 and os.path.isdir(exports[0])
+    assert caplog.text.count("Exported shapes-pose.pt for OpenVINO") == 1
 
 
 def test_quiet_ultralytics_drops_only_this_threads_info_lines():
@@ -185,16 +205,28 @@ def test_quiet_ultralytics_drops_only_this_threads_info_lines():
 
 def test_runtime_choice(monkeypatch):
     monkeypatch.delenv("YOLO_RUNTIME", raising=False)
-    assert choose_runtime("m.pt", "cpu") == "onnx"
+    assert choose_runtime("m.pt", "cpu") == FASTEST
     assert choose_runtime("m.pt", "cuda:0") == "torch"
     assert choose_runtime("m.onnx", "cpu") == "native"
     monkeypatch.setenv("YOLO_RUNTIME", "torch")
     assert choose_runtime("m.pt", "cpu") == "torch"
     monkeypatch.setenv("YOLO_RUNTIME", "onnx")
     assert choose_runtime("m.pt", "cuda:0") == "onnx"
-    monkeypatch.setenv("YOLO_RUNTIME", "tensorrt")
-    with pytest.raises(MLBackendError, match="YOLO_RUNTIME='tensorrt' is not one of auto, torch, onnx"):
+    monkeypatch.setenv("YOLO_RUNTIME", "openvino")
+    assert choose_runtime("m.pt", "cpu") == "openvino"
+    monkeypatch.setattr(runtimes, "engine_available", lambda runtime: runtime == "torch")
+    with pytest.raises(MLBackendError, match="YOLO_RUNTIME=openvino, but openvino is not installed"):
         choose_runtime("m.pt", "cpu")
+    monkeypatch.setenv("YOLO_RUNTIME", "tensorrt")
+    with pytest.raises(MLBackendError, match="YOLO_RUNTIME='tensorrt' is not one of auto, torch, onnx, openvino"):
+        choose_runtime("m.pt", "cpu")
+
+
+def test_half_precision_only_on_cuda_when_asked(monkeypatch):
+    monkeypatch.delenv("YOLO_HALF", raising=False)
+    assert not half_precision("cuda:0")
+    monkeypatch.setenv("YOLO_HALF", "true")
+    assert half_precision("cuda:0") and half_precision("cuda") and not half_precision("cpu")
 
 
 def test_registry_keeps_one_model_per_runtime(yolo_env, model_root, monkeypatch):
@@ -203,9 +235,79 @@ def test_registry_keeps_one_model_per_runtime(yolo_env, model_root, monkeypatch)
     assert registry.get(path, "cpu").runtime == "torch"
     monkeypatch.setenv("YOLO_RUNTIME", "auto")
     served = registry.get(path, "cpu")
-    assert served.runtime == "onnx"
+    assert served.runtime in ("onnx", "openvino")  # whichever won the race on this machine
     assert registry.get(path, "cpu", pytorch=True).runtime == "torch"  # for code inside the network
     assert registry.get(path, "cpu") is served
+
+
+def engine_of(model) -> str:
+    """Which engine an Ultralytics model runs, told by the file it was loaded from."""
+    source = str(model.model_name).rstrip("/")
+    return "onnx" if source.endswith(".onnx") else "openvino" if source.endswith("_openvino_model") else "torch"
+
+
+@pytest.fixture
+def race_timings(monkeypatch):
+    """The race timed by fixed figures (ms per predict, per engine; `calls` lists the engines timed,
+    turn by turn), so that which engine wins does not depend on this machine's load."""
+    ms = {"torch": 9.0, "onnx": 4.0, "openvino": 2.0}
+    calls = []
+
+    def seconds(model, *args):
+        calls.append(engine_of(model))
+        return ms[engine_of(model)] / 1000
+
+    monkeypatch.setattr(runtimes, "timed_predict", seconds)
+    return ms, calls
+
+
+def test_auto_races_the_engines_once_and_serves_the_fastest(yolo_env, model_root, race_timings, caplog):
+    ms, calls = race_timings
+    path = os.path.join(model_root, "shapes-det.pt")
+    with caplog.at_level(logging.INFO, logger="utils.runtimes"):
+        model = LoadedModel(path, "cpu", FASTEST)
+    turns = runtimes.RACE_WARMUP_TURNS + runtimes.RACE_TURNS
+    assert model.runtime == "openvino" and calls == ["torch", "onnx", "openvino"] * turns  # in turns
+    with open(race_path(path)) as file:
+        race = json.load(file)
+    assert race["fastest"] == "openvino" and race["ms_per_predict"] == ms and race["imgsz"] == 192
+    assert "PyTorch 9.0, ONNX Runtime 4.0, OpenVINO 2.0: OpenVINO serves it" in caplog.text
+    image, objects = synthetic.detection_scene(SEEDS[0])
+    assert len(model.predict([image])[0].boxes) == len(objects)
+
+    assert LoadedModel(path, "cpu", FASTEST).runtime == "openvino"  # remembered: no second race
+    assert len(calls) == 3 * turns
+
+
+@pytest.mark.parametrize("failing", ["load", "timed_predict"])
+def test_a_failing_engine_is_left_out_of_the_race_with_the_reason(yolo_env, model_root, race_timings, monkeypatch,
+                                                                   caplog, failing):
+    original = runtimes.exported_model if failing == "load" else runtimes.timed_predict
+
+    def without_openvino(*args):
+        if "openvino" in (args[2] if failing == "load" else engine_of(args[0])):
+            raise RuntimeError("no OpenVINO on this CPU")
+        return original(*args)
+
+    monkeypatch.setattr(runtimes, "exported_model" if failing == "load" else "timed_predict", without_openvino)
+    with caplog.at_level(logging.INFO, logger="utils.runtimes"):
+        model = LoadedModel(os.path.join(model_root, "shapes-pose.pt"), "cpu", FASTEST)
+    assert model.runtime == "onnx"
+    assert "shapes-pose.pt: OpenVINO skipped: RuntimeError: no OpenVINO on this CPU" in caplog.text
+
+
+def test_a_race_run_on_another_machine_is_run_again(yolo_env, model_root, race_timings):
+    _, calls = race_timings
+    path = os.path.join(model_root, "shapes-cls.pt")
+    os.makedirs(exports_dir())
+    here = race_conditions()
+    elsewhere = {**here, "cores": here["cores"] + 1}
+    with open(race_path(path), "w") as file:
+        json.dump({"fastest": "torch", "conditions": here}, file)
+    assert LoadedModel(path, "cpu", FASTEST).runtime == "torch" and calls == []  # remembered
+    with open(race_path(path), "w") as file:
+        json.dump({"fastest": "torch", "conditions": elsewhere}, file)
+    assert LoadedModel(path, "cpu", FASTEST).runtime == "openvino" and set(calls) == {"torch", "onnx", "openvino"}
 
 
 def test_preload_models_loads_them_at_start_up_and_logs_the_ones_it_cannot(model_root, tmp_path):
@@ -215,6 +317,6 @@ def test_preload_models_loads_them_at_start_up_and_logs_the_ones_it_cannot(model
     with serve_in_process([PYTHON, "_wsgi.py", "-p", "{port}", "--host", "127.0.0.1"], env=env, cwd=YOLO_DIR,
                           log_path=log) as (base, _):
         loaded = wait_until(lambda: requests.get(base + "/health", timeout=5).json()["loaded_models"], 60)
-        assert loaded == ["shapes-det.pt@cpu/onnx"]  # without any /predict
+        assert loaded in (["shapes-det.pt@cpu/onnx"], ["shapes-det.pt@cpu/openvino"])  # without any /predict
         wait_until(lambda: "PRELOAD_MODELS: missing.pt not loaded" in read_log(log, 0), 30)
         assert requests.get(base + "/health", timeout=5).status_code == 200

@@ -3,7 +3,8 @@
 - Paths: a `model_path` is a file name under `MODEL_ROOT`; it can never leave that directory.
 - Loading: lazily, once per (file, device, runtime), under a per-file lock so concurrent first
   requests load it once; other models stay usable meanwhile.
-- Runtime: PyTorch, or on a CPU by default ONNX Runtime on a cached export (runtimes.py).
+- Runtime: PyTorch, or on a CPU by default the fastest of ONNX Runtime and OpenVINO on a cached
+  export, by measurement (runtimes.py).
 - Inference: Ultralytics predictors keep per-call state and are not thread-safe, and PyTorch on
   a CPU runs best from one thread (each calling thread gets its own OpenMP pool, and idle pools
   spin against the busy one). So every model call runs on one inference thread per device:
@@ -16,17 +17,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
-import numpy as np
-
 from label_studio_ml.exceptions import FailedDependency, LabelConfigError
 from label_studio_ml.utils import env_int
-from utils.runtimes import choose_runtime, discard, onnx_export
+from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, fastest_runtime,
+                            half_precision)
 
 logger = logging.getLogger(__name__)
 
 # Read by Ultralytics when it is first imported: a server must never pip-install packages at run
 # time (Ultralytics would, e.g. for HEIF images), and its settings file belongs with our state.
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("MODEL_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "server"))  # runtime state out of the source tree (git-ignored; docker compose mounts it)
 os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "ultralytics"))
 
 DEFAULT_MODEL_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
@@ -67,16 +68,31 @@ def resolve_in_root(name: str, what: str = "model_path", root: Optional[str] = N
     return path
 
 
+def available_models_text() -> str:
+    """"available: a.pt, b.onnx" (or "none"), for messages about a model_path that cannot be served."""
+    return "available: " + (", ".join(available_models()) or "none")
+
+
+def is_sam_weights(path: str) -> bool:
+    """Segment Anything weights, told apart by file name as Ultralytics' `SAM` does (`sam_b.pt`,
+    `mobile_sam.pt`, `sam2.1_t.pt`, ...): they load with `SAM`, not `YOLO`, and stay on PyTorch."""
+    from ultralytics.models.sam.build import sam_model_map
+
+    name = os.path.basename(path)
+    return name.endswith(tuple(sam_model_map)) or "sam3" in os.path.splitext(name)[0]
+
+
 def resolve_model_path(name: str) -> str:
-    """Path of weights `name` under MODEL_ROOT: an existing file, or official weights that will be
-    downloaded there on first use. Anything else is a 400 listing the files that are there."""
+    """Path of weights `name` under MODEL_ROOT: an existing weights file, or official weights that
+    will be downloaded there on first use. Anything else (a missing file, a file that is no weights
+    such as an OpenVINO .xml/.bin or a tracker YAML) is a 400 listing the weights that are there."""
     path = resolve_in_root(name)
+    if not name.endswith(WEIGHT_SUFFIXES):
+        raise LabelConfigError(f"model_path={name!r} is not a weights file (one of {', '.join(WEIGHT_SUFFIXES)}); "
+                               f"{available_models_text()}")
     if os.path.isfile(path) or is_downloadable(os.path.basename(name)):
         return path
-    files = available_models()
-    raise LabelConfigError(
-        f"Model file {name!r} not found in MODEL_ROOT ({model_root()}); available: {', '.join(files) or 'none'}"
-    )
+    raise LabelConfigError(f"Model file {name!r} not found in MODEL_ROOT ({model_root()}); {available_models_text()}")
 
 
 def select_device() -> str:
@@ -106,8 +122,8 @@ def inference_thread(device: str) -> ThreadPoolExecutor:
 
 
 class LoadedModel:
-    """One Ultralytics model on one device, run by PyTorch or by ONNX Runtime (see runtimes.py);
-    its calls run on the device's inference thread."""
+    """One Ultralytics model on one device, run by PyTorch or by an exported engine (see
+    runtimes.py); its calls run on the device's inference thread."""
 
     def __init__(self, path: str, device: str, runtime: str = "torch"):
         weights = self._load_weights(path)
@@ -115,53 +131,44 @@ class LoadedModel:
         self.name = os.path.basename(path)
         self.device = device
         self.task = weights.task
-        self.names: Dict[int, str] = dict(weights.names)
+        self.names: Dict[int, str] = {} if is_sam_weights(path) else dict(weights.names)  # SAM has no classes
         self.runtime, self.model = self._for_runtime(weights, runtime)
+        if self.runtime == "torch" and half_precision(device):
+            self.model.overrides["half"] = True  # read by every predict and track call
         logger.info("Loaded %s (task %s) on %s with %s; class names: %s", self.name, self.task, device,
                     self.runtime, list(self.names.values()))
 
     @staticmethod
     def _load_weights(path: str):
-        from ultralytics import YOLO as UltralyticsYOLO
+        from ultralytics import SAM, YOLO as UltralyticsYOLO
 
         existed = os.path.isfile(path)
         try:
-            return UltralyticsYOLO(path)
+            return SAM(path) if is_sam_weights(path) else UltralyticsYOLO(path)
         except Exception as exc:
-            if not existed:
+            if not existed:  # Ultralytics' own message is about its download; ours says what to do
+                logger.error("Downloading %s failed: %s: %s", os.path.basename(path), type(exc).__name__, exc)
                 raise FailedDependency(
-                    f"{os.path.basename(path)} is not in MODEL_ROOT ({os.path.dirname(path)}) and could not be "
-                    f"downloaded ({type(exc).__name__}: {exc}). Without internet access, copy the weights there "
-                    "or set model_path to a file that is there."
+                    f"{os.path.basename(path)} is not in MODEL_ROOT and could not be downloaded (no internet "
+                    f"access?): copy the weights there or set model_path to a file that is there; "
+                    f"{available_models_text()}"
                 ) from exc
             raise LabelConfigError(f"Cannot load model {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
 
     def _for_runtime(self, weights, runtime: str) -> tuple:
-        """(runtime name, Ultralytics model that runs it): the loaded weights themselves, or their
-        ONNX export; the weights (PyTorch) when the export fails or does not load."""
-        if runtime != "onnx":
+        """(runtime name, Ultralytics model that runs it): the loaded weights themselves, or an
+        export; the weights (PyTorch) when the export fails or does not load."""
+        thread = inference_thread(self.device)
+        if runtime == FASTEST:
+            runtime = fastest_runtime(weights, self.path, self.device, thread)
+        if runtime not in EXPORTS:
             return runtime, weights
-        from ultralytics import YOLO as UltralyticsYOLO
-
-        export = None
         try:
-            export = onnx_export(self.path)
-            exported = UltralyticsYOLO(export, task=self.task)
-            # PyTorch weights predict at the image size they were trained at; a dynamic export
-            # would otherwise use Ultralytics' default of 640.
-            if "imgsz" in weights.overrides:
-                exported.overrides["imgsz"] = weights.overrides["imgsz"]
-            # Ultralytics opens the ONNX Runtime session on the first predict: open it now, so that
-            # a file that does not load falls back here instead of failing every request.
-            blank = np.zeros((32, 32, 3), np.uint8)
-            inference_thread(self.device).submit(exported.predict, blank, device=self.device, verbose=False).result()
+            return runtime, exported_model(weights, self.path, runtime, self.device, thread)
         except Exception as exc:
-            logger.warning("%s: no ONNX Runtime model (%s: %s); PyTorch serves it instead", self.name,
+            logger.warning("%s: no %s model (%s: %s); PyTorch serves it instead", self.name, ENGINE_NAMES[runtime],
                            type(exc).__name__, exc)
-            if export is not None:
-                discard(export)  # exported again on the next load
             return "torch", weights
-        return "onnx", exported
 
     def predict(self, images: list, **kwargs) -> list:
         """Ultralytics `predict` over `images` (arrays), in chunks of `YOLO_BATCH_SIZE`.
@@ -205,7 +212,7 @@ class ModelRegistry:
         """The model at `path` on `device` (default `select_device()`), in the runtime chosen for it;
         `pytorch=True` for callers that reach into the PyTorch network itself."""
         device = device or select_device()
-        key = (path, device, "torch" if pytorch else choose_runtime(path, device))
+        key = (path, device, "torch" if pytorch or is_sam_weights(path) else choose_runtime(path, device))
         model = self._models.get(key)
         if model is not None:
             return model

@@ -1,40 +1,73 @@
 """Which engine runs a model's forward pass, and the exported copies that needs.
 
-On a CPU, ONNX Runtime runs the same YOLO network 2-2.5x faster than PyTorch (nano pose model,
-2-core EPYC; README "Performance"). So by default (`YOLO_RUNTIME=auto`) PyTorch weights served on a CPU are exported once to ONNX and run by ONNX
-Runtime through Ultralytics' own backend: the same pre- and post-processing, outputs equal to
-PyTorch's up to float rounding. The export has dynamic batch and image sizes, so rectangular
-letterboxing and batching work as with PyTorch. It is cached under `MODEL_DIR/exports`, named by
-the weights' path and content and the Ultralytics version, so a changed file or a new Ultralytics
-exports anew, and several workers or restarts export once. If the export fails, or its file does
-not load in ONNX Runtime, PyTorch serves (logged).
+On a CPU, ONNX Runtime and OpenVINO run the same YOLO network 2-2.5x faster than PyTorch (nano
+pose model, 2-core EPYC; README "Performance"), and which of the two wins depends on the CPU and
+the model. So by default (`YOLO_RUNTIME=auto`) PyTorch weights served on a CPU are exported once
+to each engine's format and the engine that answers fastest on this machine serves them, through
+Ultralytics' own backends: the same pre- and post-processing, outputs equal to PyTorch's up to
+float rounding. The race (a few warm-up predicts per engine on a synthetic image of the model's
+size) runs once per weights file and is remembered beside the exports, with the machine and the
+engine versions it was measured with; a failing engine is skipped, and the figures and reasons are
+logged.
 
-`YOLO_RUNTIME=torch` keeps PyTorch everywhere; `onnx` asks for ONNX Runtime on any device (for
-CUDA this needs onnxruntime-gpu). Weights that are not `.pt` files are served as they are.
+Exports have dynamic batch and image sizes, so rectangular letterboxing and batching work as with
+PyTorch. They are cached under `MODEL_DIR/exports`, named by the weights' path and content and the
+Ultralytics and converter versions, so a changed file or a new library exports anew, and several
+workers or restarts export once. If an export fails, or does not load, PyTorch serves (logged).
+
+`YOLO_RUNTIME=torch` keeps PyTorch everywhere; `onnx` / `openvino` ask for that engine on any
+device (for CUDA, ONNX needs onnxruntime-gpu). On CUDA `auto` is PyTorch, with `YOLO_HALF=true`
+in FP16. Weights that are not `.pt` files are served as they are.
 """
 
+import functools
 import glob
 import hashlib
+import importlib.metadata
+import importlib.util
+import json
 import logging
 import os
+import platform
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Executor
 from contextlib import contextmanager
-from typing import Optional
+from typing import Dict, Optional
+
+import numpy as np
 
 from label_studio_ml.exceptions import MLBackendError
-from utils.files import exclusive
+from label_studio_ml.utils import env_bool
+from utils.files import atomic_write, exclusive
 
 logger = logging.getLogger(__name__)
 
 # ONNX Runtime otherwise writes a telemetry device id under ~/.cache: a server writes only under
 # MODEL_DIR, MODEL_ROOT and its cache directory.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# `import openvino` imports its converter, which sends usage events to Google Analytics and writes
+# a client id under ~/intel unless a consent file there says no; it uses a silent stub instead when
+# `openvino_telemetry` cannot be imported (None in sys.modules), as here, before openvino loads.
+sys.modules.setdefault("openvino_telemetry", None)
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
+FASTEST = "fastest"  # what `auto` means on a CPU: the engine measured fastest when the model loads
+ENGINE_NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}
+# Per exported runtime: the package that runs it, the package that converts to it (its version
+# names the export), Ultralytics' export arguments, and how the export's file or folder ends.
+EXPORTS = {
+    "onnx": {"engine": "onnxruntime", "converter": "onnx", "suffix": ".onnx",
+             "args": {"format": "onnx", "dynamic": True, "simplify": True}},
+    "openvino": {"engine": "openvino", "converter": "openvino", "suffix": "_openvino_model",
+                 "args": {"format": "openvino", "dynamic": True}},
+}
+# Turns of the race: predicts per engine that warm up (first calls build kernels), then timed ones.
+RACE_WARMUP_TURNS, RACE_TURNS = 2, 5
 
 
 def requested_runtime() -> str:
@@ -44,24 +77,29 @@ def requested_runtime() -> str:
     return value
 
 
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def engine_available(runtime: str) -> bool:
+    """Whether the package that runs `runtime` is installed (found, not imported: importing an
+    engine costs memory a server that does not use it should not pay)."""
+    return runtime == "torch" or importlib.util.find_spec(EXPORTS[runtime]["engine"]) is not None
 
 
 def choose_runtime(path: str, device: str, requested: Optional[str] = None) -> str:
-    """`torch` or `onnx` for PyTorch weights at `path` on `device`; `native` for other formats."""
+    """`torch`, `onnx` or `openvino` for PyTorch weights at `path` on `device`, or `fastest` (on a
+    CPU by default: decided by measurement when the model loads); `native` for other formats."""
     if not path.endswith(".pt"):
         return "native"
     requested = requested or requested_runtime()
     if requested == "auto":
-        return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
-    if requested == "onnx" and not onnxruntime_available():
-        raise MLBackendError("YOLO_RUNTIME=onnx, but onnxruntime is not installed (pip install onnxruntime)")
+        return FASTEST if device == "cpu" else "torch"
+    if requested in EXPORTS and not engine_available(requested):
+        package = EXPORTS[requested]["engine"]
+        raise MLBackendError(f"YOLO_RUNTIME={requested}, but {package} is not installed (pip install {package})")
     return requested
+
+
+def half_precision(device: str) -> bool:
+    """`YOLO_HALF=true`: FP16 inference, on CUDA only (a CPU has no fast FP16 path in PyTorch)."""
+    return device.startswith("cuda") and env_bool("YOLO_HALF", False)
 
 
 def exports_dir() -> str:
@@ -100,31 +138,47 @@ def export_key(weights: str) -> str:
     return f"{stem}-{hashlib.sha256(os.path.abspath(weights).encode()).hexdigest()[:8]}"
 
 
-def onnx_export(weights: str) -> str:
-    """Path of the ONNX export of `weights`, exporting it first when the cache has none. One
-    process at a time exports a given weights file; the others wait and take its export."""
+def package_version(module: str) -> str:
+    """Installed version of the distribution that provides `module` (found without importing it;
+    `onnxruntime` may come from onnxruntime-gpu, `ultralytics` from ultralytics-opencv-headless)."""
+    distributions = importlib.metadata.packages_distributions().get(module) or [module]
+    return importlib.metadata.version(distributions[0])
+
+
+def export_path(weights: str, runtime: str) -> str:
+    """`<key>-<content digest>-ultralytics<version>-<converter><version><suffix>` in the exports."""
     import ultralytics
 
-    key = export_key(weights)
-    target_dir = exports_dir()
-    target = os.path.join(target_dir, f"{key}-{content_digest(weights)}-ultralytics{ultralytics.__version__}.onnx")
-    if os.path.isfile(target):
+    converter = EXPORTS[runtime]["converter"]
+    name = (f"{export_key(weights)}-{content_digest(weights)}-ultralytics{ultralytics.__version__}"
+            f"-{converter}{package_version(converter)}{EXPORTS[runtime]['suffix']}")
+    return os.path.join(exports_dir(), name)
+
+
+def export(weights: str, runtime: str) -> str:
+    """Path of the `runtime` export of `weights` (a file, or OpenVINO's folder), exporting it first
+    when the cache has none. One process at a time exports a given weights file; the others wait
+    and take its export."""
+    target = export_path(weights, runtime)
+    if os.path.exists(target):
         return target
-    os.makedirs(target_dir, exist_ok=True)
-    with exclusive(os.path.join(target_dir, key)):
-        if not os.path.isfile(target):  # not exported by another worker while this one waited
-            _export(weights, key, target)
-            remove_stale_exports(key, keep=target)
+    key = export_key(weights)
+    os.makedirs(exports_dir(), exist_ok=True)
+    with exclusive(os.path.join(exports_dir(), key)):
+        if not os.path.exists(target):  # not exported by another worker while this one waited
+            _export(weights, runtime, key, target)
+            remove_stale(key, keep=target, suffix=EXPORTS[runtime]["suffix"])
     return target
 
 
-def _export(weights: str, key: str, target: str) -> None:
+def _export(weights: str, runtime: str, key: str, target: str) -> None:
     from ultralytics import YOLO as UltralyticsYOLO
 
     target_dir = os.path.dirname(target)
     for leftover in glob.glob(os.path.join(target_dir, key + ".tmp-*")):  # of an export that crashed
         shutil.rmtree(leftover, ignore_errors=True)
-    logger.info("Exporting %s to ONNX for CPU inference (once; cached as %s)", os.path.basename(weights), target)
+    engine = ENGINE_NAMES[runtime]
+    logger.info("Exporting %s for %s (once; cached as %s)", os.path.basename(weights), engine, target)
     # Ultralytics writes the export next to the weights it loaded: a link in a private directory
     # keeps MODEL_ROOT untouched.
     workdir = tempfile.mkdtemp(prefix=key + ".tmp-", dir=target_dir)
@@ -133,27 +187,176 @@ def _export(weights: str, key: str, target: str) -> None:
         link = os.path.join(workdir, os.path.basename(weights))
         os.symlink(os.path.abspath(weights), link)
         with quiet_ultralytics():
-            exported = UltralyticsYOLO(link).export(format="onnx", dynamic=True, simplify=True, device="cpu")
-        os.replace(exported, target)
+            exported = UltralyticsYOLO(link).export(device="cpu", **EXPORTS[runtime]["args"])
+        os.replace(exported.rstrip(os.sep), target)  # a folder for OpenVINO: renamed whole, atomically
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    logger.info("Exported %s to ONNX in %.1f s", os.path.basename(weights), time.monotonic() - started)
+    logger.info("Exported %s for %s in %.1f s", os.path.basename(weights), engine, time.monotonic() - started)
 
 
-def remove_stale_exports(key: str, keep: str) -> None:
-    """Exports of earlier contents of the same weights file (retrained, replaced), or made by an
-    earlier Ultralytics: nothing loads them any more. Processes that still serve one keep working
-    (ONNX Runtime read the file when it loaded it)."""
-    stale = re.compile(re.escape(key) + r"-[0-9a-f]{16}-ultralytics[^/]*\.onnx")
+def remove_stale(key: str, keep: str, suffix: str) -> None:
+    """Exports (or races) of earlier contents of the same weights file (retrained, replaced), or
+    made by earlier libraries: nothing reads them any more. Processes that still serve an export
+    keep working (the engine read it when it loaded)."""
+    stale = re.compile(re.escape(key) + r"-[0-9a-f]{16}[^/]*" + re.escape(suffix))
     for name in os.listdir(os.path.dirname(keep)):
         path = os.path.join(os.path.dirname(keep), name)
         if stale.fullmatch(name) and path != keep:
-            logger.info("Removing stale ONNX export %s", name)
+            logger.info("Removing stale export %s", name)
             discard(path)
 
 
 def discard(path: str) -> None:
+    """Remove an export: a file, or OpenVINO's folder."""
     try:
-        os.remove(path)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
     except OSError as exc:
-        logger.warning("Cannot remove ONNX export %s: %s", path, exc)
+        logger.warning("Cannot remove export %s: %s", path, exc)
+
+
+def exported_model(weights_model, path: str, runtime: str, device: str, thread: Executor):
+    """Ultralytics model on the `runtime` export of the weights at `path` (`weights_model` loaded),
+    its engine started on `thread` (the device's inference thread). Raises when the export fails or
+    does not load; an export that does not load is discarded, so the next load exports anew."""
+    from ultralytics import YOLO as UltralyticsYOLO
+
+    target = export(path, runtime)
+    try:
+        model = UltralyticsYOLO(target, task=weights_model.task)
+        if runtime == "openvino":
+            xml = glob.glob(os.path.join(target, "*.xml"))[0]
+            model.add_callback("on_predict_start", functools.partial(in_float32, xml=xml))
+        # PyTorch weights predict at the image size they were trained at; a dynamic export
+        # would otherwise use Ultralytics' default of 640.
+        if "imgsz" in weights_model.overrides:
+            model.overrides["imgsz"] = weights_model.overrides["imgsz"]
+        # Ultralytics starts the engine on the first predict: start it now, so that an export that
+        # does not load fails here instead of failing every request.
+        thread.submit(model.predict, np.zeros((32, 32, 3), np.uint8), device=device, verbose=False).result()
+    except Exception:
+        discard(target)
+        raise
+    return model
+
+
+def in_float32(predictor, xml: str) -> None:
+    """Ultralytics callback at the start of every predict and track (each predictor Ultralytics
+    makes starts its own OpenVINO model): OpenVINO computes in bfloat16 on CPUs that can (AMX,
+    AVX512-BF16), faster but with answers unlike PyTorch's (masks off by several percent), and
+    Ultralytics passes no precision setting. So its model (`xml`) is compiled again, once, in
+    float32."""
+    backend = predictor.model.backend  # Ultralytics' OpenVINOBackend
+    if backend.ov_compiled_model.get_property("INFERENCE_PRECISION_HINT") == backend.ov.Type.f32:
+        return
+    compile_model = backend.compile_model  # functools.partial(core.compile_model, device_name=, config=)
+    backend.compile_model = functools.partial(
+        compile_model, config={**compile_model.keywords["config"], "INFERENCE_PRECISION_HINT": "f32"})
+    backend.ov_compiled_model = backend.compile_model(xml)
+
+
+def model_imgsz(weights_model) -> int:
+    imgsz = weights_model.overrides.get("imgsz") or 640
+    return int(max(imgsz) if isinstance(imgsz, (list, tuple)) else imgsz)
+
+
+def timed_predict(model, image: np.ndarray, device: str) -> float:
+    started = time.perf_counter()
+    model.predict(image, device=device, verbose=False)
+    return time.perf_counter() - started
+
+
+def race(models: Dict[str, object], device: str, imgsz: int, name: str) -> Dict[str, float]:
+    """Best seconds of one `predict` of a synthetic `imgsz` square image, per engine. The engines
+    take turns (ABCABC...), so that other work on the machine meanwhile slows them all alike, and
+    the fastest of each one's timed turns counts (what it does when the cores are its own). The
+    first turns warm up (first calls build kernels). An engine whose predict fails drops out."""
+    image = np.random.default_rng(0).integers(0, 256, (imgsz, imgsz, 3), dtype=np.uint8)
+    timings: Dict[str, list] = {runtime: [] for runtime in models}
+    for turn in range(RACE_WARMUP_TURNS + RACE_TURNS):
+        for runtime in list(timings):
+            try:
+                seconds = timed_predict(models[runtime], image, device)
+            except Exception as exc:
+                log_skipped(name, runtime, exc)
+                del timings[runtime]
+                continue
+            if turn >= RACE_WARMUP_TURNS:
+                timings[runtime].append(seconds)
+    return {runtime: min(seconds) for runtime, seconds in timings.items()}
+
+
+def log_skipped(name: str, runtime: str, exc: Exception) -> None:
+    logger.warning("%s: %s skipped: %s: %s", name, ENGINE_NAMES[runtime], type(exc).__name__, exc)
+
+
+def race_engines(weights_model, path: str, device: str, thread: Executor) -> Dict[str, float]:
+    """Seconds per predict of every CPU engine installed that loads the weights, raced on `thread`
+    (the device's inference thread, where they will serve); engines that fail are logged with the
+    reason and left out."""
+    name = os.path.basename(path)
+    models = {"torch": weights_model}
+    for runtime in EXPORTS:
+        if not engine_available(runtime):
+            logger.info("%s: %s not measured: %s is not installed", name, ENGINE_NAMES[runtime],
+                        EXPORTS[runtime]["engine"])
+            continue
+        try:
+            models[runtime] = exported_model(weights_model, path, runtime, device, thread)
+        except Exception as exc:
+            log_skipped(name, runtime, exc)
+    return thread.submit(race, models, device, model_imgsz(weights_model), name).result()
+
+
+def race_conditions() -> dict:
+    """What a race's result depends on besides the weights: the CPU, the cores this process may
+    use, the libraries' versions. A MODEL_DIR moved to another machine, or an upgrade, races again."""
+    model_name = platform.processor()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as cpuinfo:
+            model_name = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+                              model_name)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    packages = ["torch", "ultralytics"] + [EXPORTS[r]["engine"] for r in EXPORTS if engine_available(r)]
+    return {"cpu": model_name, "cores": cores, "versions": {p: package_version(p) for p in packages}}
+
+
+def race_path(weights: str) -> str:
+    return os.path.join(exports_dir(), f"{export_key(weights)}-{content_digest(weights)}.race.json")
+
+
+def remembered_race(path: str) -> Optional[str]:
+    """The engine a race on this machine chose, or None (no race yet, another machine or
+    versions, an unreadable file)."""
+    try:
+        with open(path) as file:
+            race = json.load(file)
+    except (OSError, ValueError):
+        return None
+    return race.get("fastest") if race.get("conditions") == race_conditions() else None
+
+
+def fastest_runtime(weights_model, path: str, device: str, thread: Executor) -> str:
+    """The engine that answers fastest for the weights at `path` on this CPU: remembered from an
+    earlier race, or raced now (once among threads and processes); PyTorch if all others fail."""
+    record = race_path(path)
+    fastest = remembered_race(record)
+    if fastest:
+        return fastest
+    os.makedirs(exports_dir(), exist_ok=True)
+    with exclusive(os.path.join(exports_dir(), export_key(path) + "-race")):
+        fastest = remembered_race(record)
+        if not fastest:
+            timings = race_engines(weights_model, path, device, thread)
+            fastest = min(timings, key=timings.get) if timings else "torch"
+            race = {"fastest": fastest, "ms_per_predict": {r: round(s * 1000, 2) for r, s in timings.items()},
+                    "imgsz": model_imgsz(weights_model), "conditions": race_conditions()}
+            atomic_write(record, lambda file: file.write(json.dumps(race, indent=1).encode()))
+            remove_stale(export_key(path), keep=record, suffix=".race.json")
+            logger.info("%s on this CPU, ms per %d-pixel image: %s: %s serves it (remembered in %s)",
+                        os.path.basename(path), race["imgsz"],
+                        ", ".join(f"{ENGINE_NAMES[r]} {ms}" for r, ms in race["ms_per_predict"].items()),
+                        ENGINE_NAMES[fastest], record)
+    return fastest
