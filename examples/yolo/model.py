@@ -6,6 +6,7 @@ control model runs its weights over them, and they are released before the next 
 whose media is missing or broken gets its own error and the rest of the batch its predictions.
 """
 
+import logging
 import os
 from typing import Callable, Dict, Iterable, List, Optional, Union
 
@@ -18,11 +19,15 @@ from label_studio_ml.isolation import TaskFailed, call_isolated, run_isolated
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
 from label_studio_ml.utils import env_int
+from training.dataset import CannotTrain
+from training.job import counts_towards_training, run_training, start_trainings
+from training.versions import TrainedVersions
 from utils.images import load_image
 from utils.video import VideoFrames
 from utils.models import batch_size, model_root, registry
 from utils.prompts import Prompts, read_prompts
 
+logger = logging.getLogger(__name__)
 
 
 class TaskMedia:
@@ -86,9 +91,35 @@ def _cached(cache: dict, key: str, make: Callable):
 class YOLO(LabelStudioMLBase):
     """Label Studio ML backend serving Ultralytics YOLO models for every image control tag."""
 
+    TRAINS_IN_BACKGROUND = True  # fit only submits training jobs (training/job.py)
+
     def setup(self):
-        self.set("model_version", os.getenv("MODEL_VERSION", "yolo"))
         self._video_keys = None
+
+    # ----- versions: the tags' own weights (`MODEL_VERSION`, default "yolo"), then trained ones ----
+    @property
+    def trained_versions(self) -> TrainedVersions:
+        return TrainedVersions(self.project_id, self)
+
+    @property
+    def model_version(self) -> str:
+        """`yolo`, or `yolo-v<N>` once the project's trained version N serves: a new version makes
+        Label Studio's Retrieve Predictions predict again the tasks it had predicted."""
+        return self.trained_versions.project_version(base_version())
+
+    def available_versions(self) -> List[str]:
+        return self.trained_versions.version_names(base_version())
+
+    def set_extra_params(self, extra_params) -> None:
+        """Connect Model's extra params. `{"model_version": "yolo-v2"}` pins that version (rollback);
+        without it (or "") the newest published version serves. A version that is not published
+        is logged and ignored: /setup never fails for it."""
+        super().set_extra_params(extra_params)
+        wanted = extra_params.get("model_version") if isinstance(extra_params, dict) else None
+        try:
+            self.trained_versions.pin(wanted, base_version())
+        except ValueError as exc:
+            logger.warning("Project %s: %s; the pin is left as it was", self.project_id, exc)
 
     @classmethod
     def backend_status(cls) -> dict:
@@ -114,7 +145,7 @@ class YOLO(LabelStudioMLBase):
         prompts = read_prompts(context)
         if prompts:
             return self._predict_prompted(tasks, prompts)
-        controls = [control for control in control_models_for(self.label_interface)
+        controls = [control for control in control_models_for(self.label_interface, versions=self.trained_versions)
                     if not control.prompt_only and control.is_usable()]
         version = str(self.model_version)
         media = TaskMedia(self, tasks)
@@ -199,14 +230,36 @@ class YOLO(LabelStudioMLBase):
                 regions[i].extend(outcome)
 
     def fit(self, event: str, data: dict, **kwargs) -> dict:
-        """Webhook events go to the control models that learn (e.g. trainable TimelineLabels)."""
+        """`START_TRAINING` submits a training job per trainable tag and answers their ids at once
+        (`job_id` and `status` too when there is one). Annotation events train TimelineLabels
+        classifiers, and start a tag's training every `model_train_every` annotations."""
         if self.label_interface is None:
             return {"status": "skipped", "reason": "no labeling config"}
-        trained = {}
+        controls = control_models_for(self.label_interface, strict=False)
+        trainable = [control for control in controls if control.wants_training()]
+        if event == "START_TRAINING":
+            due, trained = trainable, {}
+        else:
+            due = [control for control in trainable if counts_towards_training(self, control, data)]
+            trained = {control.from_name: control.fit(event, data, self) for control in controls if hasattr(control, "fit")}
+        started = start_trainings(self, due)
+        if not trained and not started:
+            return {"status": "skipped", "reason": "no trainable control tag" if not trainable else "no training due"}
+        answer = {"status": "ok"}
+        if trained:
+            answer["trained"] = trained
+        if started:
+            answer["jobs"] = started
+            if len(started) == 1:
+                answer.update(next(iter(started.values())))
+        return answer
+
+    def train_tag(self, from_name: str) -> dict:
+        """One training of the tag `from_name` (called in its background job, training/job.py)."""
         for control in control_models_for(self.label_interface, strict=False):
-            if hasattr(control, "fit"):
-                trained[control.from_name] = control.fit(event, data, self)
-        return {"status": "ok", "trained": trained} if trained else {"status": "skipped", "reason": "no trainable control tag"}
+            if control.from_name == from_name and control.wants_training():
+                return run_training(self, control)
+        raise CannotTrain(f"the labeling config has no trainable control tag '{from_name}' (model_trainable=\"true\")")
 
 
 def _prediction(version: str, regions: List[dict], error: Optional[str]) -> dict:
@@ -215,7 +268,26 @@ def _prediction(version: str, regions: List[dict], error: Optional[str]) -> dict
     if error is not None:
         return task_error(version, error)
     scores = [r["score"] for r in regions if "score" in r]
-    return {"result": regions, "score": sum(scores) / len(scores) if scores else 0.0, "model_version": version}
+    return {"result": regions, "score": prediction_score(scores), "model_version": version}
+
+
+SCORE_AGGREGATES = {"mean": lambda scores: sum(scores) / len(scores), "min": min, "max": max}
+
+
+def prediction_score(scores: List[float]) -> float:
+    """The task's score, which Label Studio sorts tasks by: `PREDICTION_SCORE=mean` (default) of
+    its regions' scores, `min` (a task's least certain region decides: sorted ascending, the tasks
+    the model is least sure of come first, for active learning) or `max`; 0 without regions."""
+    name = os.getenv("PREDICTION_SCORE", "mean").strip().lower()
+    if name not in SCORE_AGGREGATES:
+        logger.warning("PREDICTION_SCORE=%r is not one of %s; mean is used", name, ", ".join(SCORE_AGGREGATES))
+        name = "mean"
+    return float(SCORE_AGGREGATES[name](scores)) if scores else 0.0
+
+
+def base_version() -> str:
+    """The version name of the tags' own weights (`MODEL_VERSION`, default "yolo")."""
+    return os.getenv("MODEL_VERSION", "yolo")
 
 
 def _task_name(media: TaskMedia, index: int) -> str:

@@ -1,7 +1,7 @@
 """One control model per Label Studio control tag; `control_models_for` picks them from a config."""
 
 import logging
-from typing import List
+from typing import List, Optional
 
 from control_models.base import ControlModel
 from control_models.brush_labels import BrushLabelsModel
@@ -15,6 +15,7 @@ from control_models.timeline_labels import TimelineLabelsModel, TrainableTimelin
 from control_models.video_rectangle import VideoRectangleModel
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.utils import parse_bool
+from training.versions import TrainedVersions
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +37,12 @@ def supported_tags() -> List[str]:
     return sorted({f"{m.control_type} ({'/'.join(m.object_types)})" for m in CONTROL_MODELS})
 
 
-def control_models_for(label_interface, strict: bool = True) -> List[ControlModel]:
+def control_models_for(label_interface, strict: bool = True,
+                       versions: Optional[TrainedVersions] = None) -> List[ControlModel]:
     """A control model for every servable control tag, in config order (`model_skip="true"` skipped).
 
-    With `strict`, a config with nothing servable is a 400 naming the supported tags.
+    With `strict`, a config with nothing servable is a 400 naming the supported tags. With the
+    project's `versions`, trainable tags serve their trained weights (else their own).
     """
     if label_interface is None:
         raise LabelConfigError("No labeling config: send 'label_config' with /predict or call /setup first")
@@ -55,6 +58,8 @@ def control_models_for(label_interface, strict: bool = True) -> List[ControlMode
             for model_class in CONTROL_MODELS:
                 if model_class.matches(control, object_tag):
                     models.append(model_class(control, object_tag, label_interface))
+                    if versions is not None:
+                        models[-1].serve_trained(versions)
                     break
     if not models and strict:
         raise LabelConfigError(

@@ -15,6 +15,9 @@ from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.label_config import build_label_map
 from label_studio_ml.utils import parse_bool
 from utils import debug_plots
+from training.dataset import DEFAULT_MIN_TASKS, TrainableTag
+from training.trainer import TrainOptions
+from training.versions import TrainedVersions
 from utils.detections import Detections, Target
 from utils.models import LoadedModel, registry, resolve_model_path
 
@@ -89,6 +92,35 @@ class ControlModel:
         if custom and parse_bool(os.getenv("ALLOW_CUSTOM_MODEL_PATH"), True):
             return custom
         return self.default_model
+
+    def optional_int(self, name: str) -> Optional[int]:
+        return None if self.attr(name) is None else self.int_attr(name, 0)
+
+    # ----- training -----------------------------------------------------------------------------
+    def wants_training(self) -> bool:
+        """`model_trainable="true"` on an image tag: Start Training fine-tunes its weights on the
+        project's annotations (training/), and the project's trained version then serves it."""
+        return not self.annotates_video and self.bool_attr("model_trainable", False)
+
+    def serve_trained(self, versions: TrainedVersions) -> None:
+        """Serve the project's trained version of this tag, when it is trainable and has one
+        (`model_path` stays the starting weights of the next training)."""
+        if self.wants_training():
+            self.model_path = versions.serving_weights(self.from_name, self.model_path)
+
+    def trainable_tag(self) -> TrainableTag:
+        """What a training learns: the task of the tag's model, the tag's own labels in config order."""
+        return TrainableTag(self.from_name, self.ultralytics_tasks[0], tuple(self.control.labels or ()))
+
+    def train_options(self) -> TrainOptions:
+        """`model_epochs`, `model_imgsz`, `model_batch`, `model_patience`, `model_train_keep_worse`
+        of the tag, else the `TRAIN_*` environment defaults."""
+        return TrainOptions.from_env(epochs=self.optional_int("model_epochs"), imgsz=self.optional_int("model_imgsz"),
+                                     batch=self.optional_int("model_batch"), patience=self.optional_int("model_patience"),
+                                     keep_worse=self.bool_attr("model_train_keep_worse", False))
+
+    def train_min_tasks(self) -> int:
+        return self.int_attr("model_train_min_tasks", DEFAULT_MIN_TASKS)
 
     # ----- model and labels ---------------------------------------------------------------------
     @property

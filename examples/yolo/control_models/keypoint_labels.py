@@ -5,6 +5,7 @@ from typing import Dict
 
 from control_models.base import ControlModel
 from label_studio_ml.exceptions import LabelConfigError
+from training.dataset import TrainableTag, keypoint_order
 from utils.converters import to_keypoints
 from utils.detections import Detections
 
@@ -22,6 +23,9 @@ class KeyPointLabelsModel(ControlModel):
         self.add_bboxes = self.bool_attr("model_add_bboxes", True)
         self.point_size = self.float_attr("model_point_size", 1.0)
         self.point_indices = self._point_indices()  # config errors before any weights are loaded
+        if self.wants_training():  # a trained model has every keypoint label, in this order
+            order = keypoint_order(list(self.control.labels), self.point_indices)
+            self.point_indices = {label: index for index, label in enumerate(order)}
         self._point_map = None
 
     def _point_indices(self) -> Dict[str, int]:
@@ -40,17 +44,27 @@ class KeyPointLabelsModel(ControlModel):
             indices[label] = int(index)
         return indices
 
+    def trainable_tag(self) -> TrainableTag:
+        """Keypoints in model order; the classes are the Labels' `predicted_values` (the parent
+        boxes' labels), or one class named after the tag."""
+        classes = [v.strip() for tag in self.control.labels_attrs.values()
+                   for v in tag.attr.get("predicted_values", "").split(",") if v.strip()]
+        return TrainableTag(self.from_name, "pose", tuple(dict.fromkeys(classes)) or (self.from_name,),
+                            tuple(sorted(self.point_indices, key=self.point_indices.get)))
+
     @property
     def point_map(self) -> Dict[str, str]:
         """`{"<model class>::<keypoint index>": label}` from each Label's `predicted_values` and
-        0-based `model_index` (a Label without `predicted_values` names its class by its value)."""
+        0-based `model_index` (a Label without `predicted_values` names its class by its value,
+        or with a one-class model is a keypoint of that class)."""
         if self._point_map is None:
             names = list(self.model.names.values())
             by_lower = {n.lower(): n for n in names}
             mapping = {}
             for label, index in self.point_indices.items():
                 tag = self.control.labels_attrs[label]
-                wanted = [v.strip() for v in tag.attr.get("predicted_values", "").split(",") if v.strip()] or [label]
+                wanted = [v.strip() for v in tag.attr.get("predicted_values", "").split(",") if v.strip()] \
+                    or (names if len(names) == 1 else [label])
                 for value in wanted:
                     name = value if value in names else by_lower.get(value.lower())
                     if name is not None:

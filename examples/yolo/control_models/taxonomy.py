@@ -5,6 +5,7 @@ import functools
 from lxml import etree
 
 from control_models.choices import ChoicesModel
+from training.dataset import TrainableTag
 
 
 @functools.lru_cache(maxsize=128)
@@ -33,3 +34,7 @@ class TaxonomyModel(ChoicesModel):
 
     def label_paths(self):
         return taxonomy_paths(self.label_interface.config, self.from_name)
+
+    def trainable_tag(self) -> TrainableTag:
+        """Every choice of the tree is a class (an annotation teaches the leaf of its path)."""
+        return TrainableTag(self.from_name, "classify", tuple(self.label_paths()))

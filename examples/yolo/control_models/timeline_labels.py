@@ -8,8 +8,8 @@ Trainable mode (`model_trainable="true"`): the labels are the config's own. Ever
 the classification model's penultimate-layer vector (the input of its Classify head's final
 Linear layer: what the model "sees", before it is squeezed into its own classes), cached on disk
 per video content and weights. A small bidirectional LSTM per (project, control) learns the labels
-from the ranges of each submitted annotation (ANNOTATION_CREATED / ANNOTATION_UPDATED webhooks)
-and predicts per-frame label probabilities, turned into ranges like in simple mode.
+from the ranges of each submitted annotation (ANNOTATION_CREATED / ANNOTATION_UPDATED webhooks),
+or with Start Training from every annotated task of the project (a background job), and predicts per-frame label probabilities, turned into ranges like in simple mode.
 """
 
 import logging
@@ -19,8 +19,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from control_models.base import ControlModel
-from label_studio_ml.exceptions import BadRequest, LabelConfigError
+from label_studio_ml.exceptions import BadRequest, LabelConfigError, MLBackendError
 from label_studio_ml.utils import parse_bool
+from training.dataset import CannotTrain, choose_annotation
 from utils.files import exclusive
 from utils.models import LoadedModel, batch_size, resolve_in_root
 from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name,
@@ -214,10 +215,15 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
         return timeline_regions(probs, self.labels, self.score_threshold, self.from_name, self.to_name)
 
     # ----- train ------------------------------------------------------------------------------
+    def wants_training(self) -> bool:
+        """Start Training retrains the classifier on every annotated task (`fit_tasks`)."""
+        return True
+
     def fit(self, event: str, data: dict, backend) -> dict:
         """Train on one annotation's ranges. Returns what happened, with the training metrics."""
         if event not in TRAIN_EVENTS:
-            return {"status": "skipped", "reason": f"{event} does not train; each submitted or updated annotation does"}
+            return {"status": "skipped", "reason": f"{event} does not train here; each submitted or updated "
+                                                   "annotation does, Start Training retrains on all of them"}
         annotation, task = data.get("annotation") or {}, data.get("task") or {}
         if annotation.get("was_cancelled"):
             return {"status": "skipped", "reason": "cancelled annotation"}
@@ -227,7 +233,31 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
         url = (task.get("data") or {}).get(self.value)
         if not isinstance(url, str):
             raise BadRequest(f"Webhook task has no '{self.value}' video URL in its data")
+        return self._train_on(result, url, task, backend)
 
+    def fit_tasks(self, tasks: List[dict], backend) -> dict:
+        """Start Training: train on the chosen annotation of every task (as a training from images
+        picks it: not cancelled, ground truth first, else the newest). A task whose video cannot be
+        had is skipped and counted."""
+        trained, skipped, last = 0, {}, {}
+        for task in tasks:
+            annotation = choose_annotation(task)
+            result = [r for r in (annotation or {}).get("result") or [] if r.get("from_name") == self.from_name]
+            url = (task.get("data") or {}).get(self.value)
+            if not result or not isinstance(url, str):
+                skipped[str(task.get("id"))] = f"no '{self.from_name}' ranges" if not result else "no video URL"
+                continue
+            try:
+                last = self._train_on(result, url, task, backend)
+            except MLBackendError as exc:
+                skipped[str(task.get("id"))] = exc.detail
+                continue
+            trained += 1
+        if not trained:
+            raise CannotTrain(f"'{self.from_name}' has no annotated task to learn from; skipped: {skipped}")
+        return {**last, "status": "trained", "tasks": trained, "skipped_tasks": len(skipped), "skipped": skipped}
+
+    def _train_on(self, result: List[dict], url: str, task: dict, backend) -> dict:
         path = backend.get_local_path(url, task_id=task.get("id"))
         features = self.features(path)
         targets = ranges_to_multihot(result, self.labels, len(features), self.from_name)

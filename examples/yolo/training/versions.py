@@ -134,6 +134,11 @@ class TrainedVersions:
         candidates = [v for v in self.versions(tag) if v.published and v.number <= limit]
         return candidates[-1] if candidates else None
 
+    def serving_weights(self, tag: str, default: str) -> str:
+        """The weights file serving `tag`: its serving version's, else `default` (its own weights)."""
+        serving = self.serving(tag)
+        return serving.weights if serving else default
+
     def project_version(self, base: str) -> str:
         """The `model_version` to answer for the project: `base` (e.g. "yolo") before any
         trained version serves, else `<base>-v<N>`."""

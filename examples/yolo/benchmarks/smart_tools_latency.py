@@ -2,7 +2,7 @@
 """Smart-tool latency on this machine: median of N clicks, answered by the served backend
 (start.sh -> gunicorn, over HTTP, image decoding and RLE included).
 
-    python examples/yolo/benchmarks/interactive.py [--clicks 10] [--images 3] [--size 1280x960]
+    python examples/yolo/benchmarks/smart_tools_latency.py [--clicks 10] [--images 3] [--size 1280x960]
                                                    [--seg-model PATH] [--sam-model PATH]
 
 - YOLO-seg: clicks answered by the backend (the first on an image runs the model, later ones
