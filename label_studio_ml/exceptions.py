@@ -51,6 +51,14 @@ class FailedDependency(MLBackendError):
     status_code = 424
 
 
+class ModelUnavailable(FailedDependency):
+    """The model the labeling config names cannot be had (weights missing and not downloadable):
+    every task would fail the same way, so the request fails (424) instead of storing an error
+    prediction per task."""
+
+    fails_request = True
+
+
 class Overloaded(MLBackendError):
     """Too much work in flight: the client should retry later (503 + Retry-After)."""
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -29,9 +30,11 @@ TEXT_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment"
 
 
 def child_env(**extra) -> dict:
-    """Environment of a CLI child: this SDK importable, no credentials inherited from the caller."""
+    """Environment of a CLI child: this SDK importable, no credentials inherited from the caller, and
+    a MODEL_DIR of its own (the YOLO suite's imports set a shared one in this process)."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "ML_SERVER_BASIC_AUTH_USER", "ML_SERVER_BASIC_AUTH_PASS")}
+    env["MODEL_DIR"] = tempfile.mkdtemp(prefix="label-studio-ml-cli-test-")
     env["PYTHONPATH"] = os.pathsep.join(p for p in [REPO_ROOT, env.get("PYTHONPATH", "")] if p)
     env.update(LABEL_STUDIO_CHECK="false", **extra)
     return env
