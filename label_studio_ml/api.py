@@ -113,9 +113,9 @@ class MLServer:
         if access_token is not None and not isinstance(access_token, str):
             raise BadRequest("'access_token' must be a string")
         model = self.new_model(data["project"], schema)
-        extra_params = data.get("extra_params")
-        if extra_params:
-            model.set_extra_params(extra_params)
+        # Label Studio sends Connect Model's "Extra params" as they are now with every /setup (none,
+        # or {}, once the field is cleared): they replace the stored ones (written only on a change).
+        model.set_extra_params(data.get("extra_params") or {})
         model.set_label_studio_access(hostname, access_token)
         return jsonify({"model_version": str(model.model_version)})
 

@@ -156,7 +156,7 @@ def submit(func: Callable, *args, description: str = "", queue_name: str = QUEUE
     job_id = f"thread-{uuid.uuid4().hex[:20]}"
     _save_thread_job({"id": job_id, "status": "queued", "description": description, "enqueued_at": _now(),
                       "started_at": None, "ended_at": None, "progress": None, "host": socket.gethostname(),
-                      "pid": os.getpid()})
+                      "pid": os.getpid(), "pid_started": process_start(os.getpid())})
     threading.Thread(target=_run_thread_job, args=(job_id, func, args), daemon=True, name=job_id).start()
     logger.info("Started job %s in this process: %s", job_id, description)
     return job_id
@@ -214,19 +214,34 @@ def _thread_job(job_id: str) -> Optional[dict]:
         return None
     record = json.loads(text)
     if record["status"] in _ACTIVE_STATES and record.get("host") == socket.gethostname() \
-            and not _process_alive(record.get("pid")):
+            and not _process_alive(record.get("pid"), record.get("pid_started")):
         record.update(status="failed", error="the backend process running this job ended before it finished")
     return record
 
 
-def _process_alive(pid: Optional[int]) -> bool:
+def process_start(pid: int) -> Optional[str]:
+    """When process `pid` started (field 22 of `/proc/<pid>/stat`, clock ticks since boot), or
+    None where that cannot be read (not Linux, no such process). With the pid it names one
+    process: a pid alone is reused, e.g. by the server of a restarted container."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]  # fields from 3 on follow the "(name)"
+    except (OSError, ValueError, TypeError, IndexError):
+        return None
+
+
+def _process_alive(pid: Optional[int], started: Optional[str]) -> bool:
+    """Whether the process that recorded (`pid`, `started`) still runs; with no start time
+    recorded (no /proc), a live process of that pid is taken for it."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, TypeError, ValueError):
-        return True  # someone else's process, or no pid to check: assume it runs
-    return True
+    except (TypeError, ValueError):
+        return True  # no pid to check: assume it runs
+    except PermissionError:
+        pass  # someone else's process runs with that pid: maybe not the one that recorded it
+    return started is None or process_start(pid) == started
 
 
 def queue_figures() -> dict:

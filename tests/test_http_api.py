@@ -49,6 +49,14 @@ def test_setup_returns_model_version_and_stores_extra_params(server):
     assert prediction["project"] == "42"
 
 
+def test_setup_without_extra_params_clears_the_stored_ones(server):
+    """Clearing Connect Model's "Extra params" field: Label Studio's next /setup carries none."""
+    requests.post(server + "/setup", json={"project": "43.1", "schema": CONFIG, "extra_params": {"threshold": 0.3}})
+    assert requests.post(server + "/setup", json={"project": "43.1", "schema": CONFIG}).status_code == 200
+    prediction = predict(server, [{"id": 1, "data": {"text": "x"}}], project="43").json()["results"][0]
+    assert prediction["extra_params"] == {}
+
+
 def test_predict_one_prediction_per_task_with_version_and_score(server):
     tasks = [{"id": i, "data": {"text": f"t{i}"}} for i in range(5)]
     results = predict(server, tasks).json()["results"]

@@ -191,6 +191,28 @@ def test_a_thread_job_whose_process_ended_reads_as_failed(model_dir):
     assert status["progress"] == {"epoch": 1}
 
 
+@pytest.mark.parametrize("same_process", [True, False])
+def test_a_thread_job_is_running_only_while_the_process_that_recorded_it_runs(model_dir, same_process):
+    """The pid of a job's process is taken by another one (a restarted container numbers its
+    processes alike): the record's start time tells them apart."""
+    import json
+    import socket
+
+    from label_studio_ml import jobs
+    from label_studio_ml.cache import get_store
+
+    started = jobs.process_start(os.getpid())
+    assert started is not None
+    record = {"id": "thread-pid", "status": "started", "description": "x", "host": socket.gethostname(),
+              "pid": os.getpid(), "pid_started": started if same_process else str(int(started) - 1)}
+    get_store().set(jobs.THREAD_JOBS_PROJECT, "job:thread-pid", json.dumps(record))
+    status = jobs.job_status("thread-pid")
+    if same_process:
+        assert status["status"] == "started" and "error" not in status
+    else:
+        assert status["status"] == "failed" and "ended before it finished" in status["error"]
+
+
 def test_with_background_jobs_training_runs_on_a_worker_of_its_own_queue(job_env, tmp_path):
     command = [PYTHON, "-m", "gunicorn", "--threads", "4", "-b", "127.0.0.1:{port}", "sdk_models:training_app"]
     with serve_in_process(command, env=job_env, cwd=TESTS_DIR) as (base, _):

@@ -21,7 +21,7 @@ from label_studio_ml.response import task_error
 from label_studio_ml.utils import env_int
 from training.dataset import CannotTrain
 from training.job import counts_towards_training, run_training, start_trainings
-from training.versions import TrainedVersions
+from training.versions import ServingState, TrainedVersions
 from utils.images import load_image
 from utils.video import VideoFrames
 from utils.models import batch_size, model_root, registry
@@ -95,6 +95,7 @@ class YOLO(LabelStudioMLBase):
 
     def setup(self):
         self._video_keys = None
+        self._serving: Optional[ServingState] = None
 
     # ----- versions: the tags' own weights (`MODEL_VERSION`, default "yolo"), then trained ones ----
     @property
@@ -102,24 +103,35 @@ class YOLO(LabelStudioMLBase):
         return TrainedVersions(self.project_id, self)
 
     @property
+    def serving(self) -> ServingState:
+        """What serves the project, read once for this instance (one request): its predictions'
+        weights and their `model_version` (which the server reads before predicting) come from
+        this one reading, even when a training publishes or a pin changes meanwhile."""
+        if self._serving is None:
+            self._serving = self.trained_versions.snapshot()
+        return self._serving
+
+    @property
     def model_version(self) -> str:
         """`yolo`, or `yolo-v<N>` once the project's trained version N serves: a new version makes
         Label Studio's Retrieve Predictions predict again the tasks it had predicted."""
-        return self.trained_versions.project_version(base_version())
+        return self.serving.project_version(base_version())
 
     def available_versions(self) -> List[str]:
         return self.trained_versions.version_names(base_version())
 
     def set_extra_params(self, extra_params) -> None:
-        """Connect Model's extra params. `{"model_version": "yolo-v2"}` pins that version (rollback);
-        without it (or "") the newest published version serves. A version that is not published
-        is logged and ignored: /setup never fails for it."""
+        """Connect Model's extra params, sent with every /setup. `{"model_version": "yolo-v2"}` pins
+        that version (rollback); without it (`""`, other params only, or the field cleared) the
+        newest published version serves. A version that is not published is logged and ignored:
+        /setup never fails for it."""
         super().set_extra_params(extra_params)
         wanted = extra_params.get("model_version") if isinstance(extra_params, dict) else None
         try:
             self.trained_versions.pin(wanted, base_version())
         except ValueError as exc:
             logger.warning("Project %s: %s; the pin is left as it was", self.project_id, exc)
+        self._serving = None  # /setup answers the version the pin serves
 
     @classmethod
     def backend_status(cls) -> dict:
@@ -145,7 +157,7 @@ class YOLO(LabelStudioMLBase):
         prompts = read_prompts(context)
         if prompts:
             return self._predict_prompted(tasks, prompts)
-        controls = [control for control in control_models_for(self.label_interface, versions=self.trained_versions)
+        controls = [control for control in control_models_for(self.label_interface, serving=self.serving)
                     if not control.prompt_only and control.is_usable()]
         version = str(self.model_version)
         media = TaskMedia(self, tasks)
@@ -169,7 +181,7 @@ class YOLO(LabelStudioMLBase):
     def _predict_prompted(self, tasks: List[dict], prompts: List[Prompts]) -> List[dict]:
         """Smart tools: the answer holds only the object the annotator's clicks and boxes point at,
         as regions of every `BrushLabels`/`PolygonLabels` of the prompted image."""
-        outputs = [(control, prompt) for control in control_models_for(self.label_interface)
+        outputs = [(control, prompt) for control in control_models_for(self.label_interface, serving=self.serving)
                    if hasattr(control, "segment_prompted") for prompt in prompts if prompt.to_name == control.to_name]
         if not outputs:
             raise LabelConfigError(

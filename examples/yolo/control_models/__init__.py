@@ -15,7 +15,7 @@ from control_models.timeline_labels import TimelineLabelsModel, TrainableTimelin
 from control_models.video_rectangle import VideoRectangleModel
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.utils import parse_bool
-from training.versions import TrainedVersions
+from training.versions import ServingState
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +38,12 @@ def supported_tags() -> List[str]:
 
 
 def control_models_for(label_interface, strict: bool = True,
-                       versions: Optional[TrainedVersions] = None) -> List[ControlModel]:
+                       serving: Optional[ServingState] = None) -> List[ControlModel]:
     """A control model for every servable control tag, in config order (`model_skip="true"` skipped).
 
-    With `strict`, a config with nothing servable is a 400 naming the supported tags. With the
-    project's `versions`, trainable tags serve their trained weights (else their own).
+    With `strict`, a config with nothing servable is a 400 naming the supported tags. With
+    `serving` (what serves the project, read once per request), trainable tags serve their trained
+    weights (else their own).
     """
     if label_interface is None:
         raise LabelConfigError("No labeling config: send 'label_config' with /predict or call /setup first")
@@ -58,8 +59,8 @@ def control_models_for(label_interface, strict: bool = True,
             for model_class in CONTROL_MODELS:
                 if model_class.matches(control, object_tag):
                     models.append(model_class(control, object_tag, label_interface))
-                    if versions is not None:
-                        models[-1].serve_trained(versions)
+                    if serving is not None:
+                        models[-1].serve_trained(serving)
                     break
     if not models and strict:
         raise LabelConfigError(

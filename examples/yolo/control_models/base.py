@@ -17,7 +17,7 @@ from label_studio_ml.utils import parse_bool
 from utils import debug_plots
 from training.dataset import DEFAULT_MIN_TASKS, TrainableTag
 from training.trainer import TrainOptions
-from training.versions import TrainedVersions
+from training.versions import ServingState
 from utils.detections import Detections, Target
 from utils.models import LoadedModel, registry, resolve_model_path
 
@@ -48,6 +48,7 @@ class ControlModel:
         self.value = object_tag.value_name  # the task data key holding the media URL
         self.model_path = resolve_model_path(self._model_name())
         self.score_threshold = self.float_attr(("model_score_threshold", "score_threshold"), default_score_threshold())
+        self.serves_trained = False  # True once `serve_trained` chose a trained version
         self._model: Optional[LoadedModel] = None
         self._label_map: Optional[Dict[str, str]] = None
 
@@ -102,11 +103,18 @@ class ControlModel:
         project's annotations (training/), and the project's trained version then serves it."""
         return not self.annotates_video and self.bool_attr("model_trainable", False)
 
-    def serve_trained(self, versions: TrainedVersions) -> None:
-        """Serve the project's trained version of this tag, when it is trainable and has one
-        (`model_path` stays the starting weights of the next training)."""
-        if self.wants_training():
-            self.model_path = versions.serving_weights(self.from_name, self.model_path)
+    def serve_trained(self, serving: ServingState) -> None:
+        """Serve the project's trained version of this tag (`serving`: the request's snapshot),
+        when it is trainable and has one (`model_path` stays the starting weights of the next
+        training); `serves_trained` says whether it does. The tag's versions that no longer serve
+        are released from memory (this is where a process sees a publish or a pin first)."""
+        if not self.wants_training():
+            return
+        registry.release(serving.not_serving(self.from_name))
+        version = serving.serving(self.from_name)
+        if version is not None:
+            self.model_path = version.weights
+            self.serves_trained = True
 
     def trainable_tag(self) -> TrainableTag:
         """What a training learns: the task of the tag's model, the tag's own labels in config order."""

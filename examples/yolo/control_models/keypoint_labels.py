@@ -1,11 +1,12 @@
 """`<KeyPointLabels>` on an `<Image>`: pose keypoints, grouped under a hidden box per object."""
 
 import logging
-from typing import Dict
+from typing import Dict, Tuple
 
 from control_models.base import ControlModel
 from label_studio_ml.exceptions import LabelConfigError
 from training.dataset import TrainableTag, keypoint_order
+from training.versions import ServingState
 from utils.converters import to_keypoints
 from utils.detections import Detections
 
@@ -23,10 +24,18 @@ class KeyPointLabelsModel(ControlModel):
         self.add_bboxes = self.bool_attr("model_add_bboxes", True)
         self.point_size = self.float_attr("model_point_size", 1.0)
         self.point_indices = self._point_indices()  # config errors before any weights are loaded
-        if self.wants_training():  # a trained model has every keypoint label, in this order
-            order = keypoint_order(list(self.control.labels), self.point_indices)
-            self.point_indices = {label: index for index, label in enumerate(order)}
         self._point_map = None
+
+    def serve_trained(self, serving: ServingState) -> None:
+        """A trained version has every keypoint label, numbered in `keypoint_order` (no gaps);
+        the tag's own weights keep the Labels' `model_index`."""
+        super().serve_trained(serving)
+        if self.serves_trained:
+            self.point_indices = {label: index for index, label in enumerate(self.keypoint_order())}
+
+    def keypoint_order(self) -> Tuple[str, ...]:
+        """The tag's keypoint labels in the order a training gives them (training/dataset.py)."""
+        return keypoint_order(list(self.control.labels), self._point_indices())
 
     def _point_indices(self) -> Dict[str, int]:
         """`{label: keypoint index}` of the Labels that have a `model_index` (a 0-based integer)."""
@@ -50,7 +59,7 @@ class KeyPointLabelsModel(ControlModel):
         classes = [v.strip() for tag in self.control.labels_attrs.values()
                    for v in tag.attr.get("predicted_values", "").split(",") if v.strip()]
         return TrainableTag(self.from_name, "pose", tuple(dict.fromkeys(classes)) or (self.from_name,),
-                            tuple(sorted(self.point_indices, key=self.point_indices.get)))
+                            self.keypoint_order())
 
     @property
     def point_map(self) -> Dict[str, str]:

@@ -22,6 +22,7 @@ from control_models.base import ControlModel
 from label_studio_ml.exceptions import BadRequest, LabelConfigError, MLBackendError
 from label_studio_ml.utils import parse_bool
 from training.dataset import CannotTrain, choose_annotation
+from training.versions import TrainedVersions
 from utils.files import exclusive
 from utils.models import LoadedModel, batch_size, resolve_in_root
 from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name,
@@ -276,6 +277,7 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
             classifier.save(file)
             self._loaded[file] = (self._stamp(file), classifier)
         backend.set(f"timelinelabels:{self.from_name}:trainings", str(classifier.trainings))
+        TrainedVersions(self._project(backend), backend).count_classifier_training()
         logger.info("%r: trained %s on task %s: %s", self, os.path.basename(file), task.get("id"), metrics)
         return {"status": "trained", "classifier": os.path.basename(file), "trainings": classifier.trainings,
                 "reset": bool(reset), "reset_reasons": reset, "labels": list(self.labels), **metrics}

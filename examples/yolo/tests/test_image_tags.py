@@ -451,6 +451,49 @@ def test_real_pose_model_groups_each_persons_keypoints_under_a_hidden_box(yolo_s
         assert {p["parentID"] for p in points} == set(boxes)
 
 
+GAPPED_KEYPOINTS = {"nose": 0, "left_shoulder": 5, "right_shoulder": 6}
+
+
+def gapped_keypoints_config(trainable):
+    labels = "".join(f'<Label value="{n}" predicted_values="person" model_index="{i}"/>'
+                     for n, i in GAPPED_KEYPOINTS.items())
+    return image_config(f'<KeyPointLabels name="kp" toName="image" model_path="yolo11n-pose.pt" '
+                        f'model_trainable="{trainable}" model_score_threshold="0.5" '
+                        f'model_point_threshold="0.5">{labels}</KeyPointLabels>')
+
+
+@pytest.mark.parametrize("trainable", ["false", "true"])
+def test_trainable_keypoints_keep_their_model_index_until_a_trained_version_serves(yolo_server, trainable):
+    """Before its first training the tag's own weights serve: `model_index` (with gaps) says
+    which of their keypoints is which, trainable or not. Shoulders are well below the nose."""
+    tasks = [{"id": 1, "data": {"image": ultralytics_asset("zidane.jpg")}}]
+    (prediction,) = results_of(predict(yolo_server, gapped_keypoints_config(trainable), tasks))
+    assert prediction["model_version"] == "yolo"
+    people = {}
+    for point in (r for r in prediction["result"] if r["type"] == "keypointlabels"):
+        people.setdefault(point["parentID"], {})[point["value"]["keypointlabels"][0]] = point["value"]["y"]
+    complete = [person for person in people.values() if set(person) == set(GAPPED_KEYPOINTS)]
+    assert len(complete) >= 2, people
+    for person in complete:
+        assert person["left_shoulder"] > person["nose"] + 3 and person["right_shoulder"] > person["nose"] + 3, person
+
+
+def test_a_serving_trained_keypoint_version_numbers_every_label_without_gaps(yolo_env, tmp_path):
+    from control_models import control_models_for
+    from label_studio_ml.label_config import get_label_interface
+    from training.versions import ServingState, Version
+
+    trained = Version(tag="kp", number=1, path=str(tmp_path / "trained" / "1" / "kp" / "v1"),
+                      metrics={"published": True})
+    interface = get_label_interface(gapped_keypoints_config("true"))
+    (own,) = control_models_for(interface, serving=ServingState(number=0, published=(trained,)))
+    assert own.point_indices == GAPPED_KEYPOINTS and not own.serves_trained
+    (served,) = control_models_for(interface, serving=ServingState(number=1, published=(trained,)))
+    assert served.serves_trained and served.model_path == trained.weights
+    assert served.point_indices == {"nose": 0, "left_shoulder": 1, "right_shoulder": 2}
+    assert served.trainable_tag().keypoints == ("nose", "left_shoulder", "right_shoulder")
+
+
 def test_rectangle_labels_with_the_pose_model_finds_the_people(yolo_server):
     config = image_config('<RectangleLabels name="people" toName="image" model_path="yolo11n-pose.pt">'
                           '<Label value="Person" predicted_values="person"/></RectangleLabels>')

@@ -5,8 +5,6 @@ the way a real `mobile_sam.pt` is: the tests check loading, prompts, the answer 
 image-embedding cache, not segmentation quality (see test_interactive.py for that).
 """
 
-import os
-
 import numpy as np
 import pytest
 import requests
@@ -17,7 +15,7 @@ from interactive.sam import embeddings
 from sam_test_model import SAM_TEST_MODEL, sam_test_model
 from test_interactive import LABELS, PROMPT_TAGS, click, drag, interactive
 from utils.models import registry, resolve_model_path
-from yolo_helpers import brush_region_mask, save_image
+from yolo_helpers import brush_region_mask, save_image, use_model_root_of
 
 CONFIG = (f'<View><Image name="image" value="$image"/>{PROMPT_TAGS}'
           f'<BrushLabels name="brushlabels" toName="image" model_path="{SAM_TEST_MODEL}">{LABELS}</BrushLabels>'
@@ -28,10 +26,7 @@ CONFIG = (f'<View><Image name="image" value="$image"/>{PROMPT_TAGS}'
 @pytest.fixture
 def sam_server(yolo_server, tmp_path, monkeypatch):
     """The backend with a MODEL_ROOT holding the SAM checkpoint; an empty embedding cache."""
-    root = tmp_path / "sam_models"
-    root.mkdir()
-    os.symlink(sam_test_model(), root / SAM_TEST_MODEL)
-    monkeypatch.setenv("MODEL_ROOT", str(root))
+    use_model_root_of(tmp_path, monkeypatch, "sam_models", sam_test_model())
     embeddings.clear()
     yield yolo_server
     embeddings.clear()

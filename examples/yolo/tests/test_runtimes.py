@@ -261,13 +261,22 @@ def race_timings(monkeypatch):
     return ms, calls
 
 
-def test_auto_races_the_engines_once_and_serves_the_fastest(yolo_env, model_root, race_timings, caplog):
+def test_auto_races_the_engines_once_and_serves_the_fastest(yolo_env, model_root, race_timings, caplog, monkeypatch):
     ms, calls = race_timings
+    raced = {}
+    load = runtimes.exported_model
+
+    def remembered(weights_model, path, runtime, *args):
+        raced[runtime] = load(weights_model, path, runtime, *args)
+        return raced[runtime]
+
+    monkeypatch.setattr(runtimes, "exported_model", remembered)
     path = os.path.join(model_root, "shapes-det.pt")
     with caplog.at_level(logging.INFO, logger="utils.runtimes"):
         model = LoadedModel(path, "cpu", FASTEST)
     turns = runtimes.RACE_WARMUP_TURNS + runtimes.RACE_TURNS
     assert model.runtime == "openvino" and calls == ["torch", "onnx", "openvino"] * turns  # in turns
+    assert model.model is raced["openvino"], "the winner serves as it was raced, not loaded again"
     with open(race_path(path)) as file:
         race = json.load(file)
     assert race["fastest"] == "openvino" and race["ms_per_predict"] == ms and race["imgsz"] == 192

@@ -74,6 +74,8 @@ def test_a_training_makes_a_published_version_with_its_metrics(tmp_path):
     labels = ("triangle", "circle", "square", "star")  # 4 classes: the 3-class head is rebuilt
     dataset = detection_dataset(tmp_path, labels)
     versions = TrainedVersions("3", DictStore(), root=str(tmp_path / "model_root"))
+    died = os.path.join(versions.tag_dir("label"), ".staging-died")  # of a run killed before it cleaned up
+    os.makedirs(os.path.join(died, "train"))
     updates = []
     started = time.monotonic()
     version = train_version(dataset, DETECTOR, versions, "label", TrainOptions(**FAST), progress=updates.append)
@@ -95,6 +97,20 @@ def test_a_training_makes_a_published_version_with_its_metrics(tmp_path):
     assert updates[-1] == {"stage": "finished", "version": "v1", "published": True, "decision": metrics["decision"]}
     assert sorted(os.listdir(version.path)) == [METRICS_FILE, "train", "val-new", WEIGHTS_FILE]
     assert os.listdir(tmp_path) and not (tmp_path / "runs").exists(), "Ultralytics wrote outside the version"
+    assert os.listdir(versions.tag_dir("label")) == ["v1"], "the dead run's staging folder is removed"
+
+
+def test_matplotlib_imported_by_a_training_keeps_its_cache_out_of_home(tmp_path):
+    """Ultralytics' trainer imports matplotlib (its font check), which builds a font cache under
+    HOME unless MPLCONFIGDIR points elsewhere: utils.models points it into MODEL_DIR."""
+    home, model_dir = tmp_path / "home", tmp_path / "model_dir"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env.update(HOME=str(home), MODEL_DIR=str(model_dir))
+    subprocess.run([sys.executable, "-c", "import utils.models, matplotlib.font_manager"], env=env, check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert list(home.iterdir()) == [], "matplotlib wrote into HOME"
+    assert os.listdir(model_dir / "matplotlib")
 
 
 def test_a_worse_run_is_kept_but_not_served_unless_keep_worse(tmp_path):

@@ -129,12 +129,24 @@ def test_a_failed_run_leaves_nothing_and_an_unreadable_version_is_ignored(tmp_pa
         with versions.staging("boxes") as staging:
             versions.publish("boxes", staging, {}, serve=True)
 
-    broken = os.path.join(versions.tag_dir("boxes"), "v5")
+    broken = os.path.join(versions.tag_dir("boxes"), "v1")
     os.makedirs(broken)
     with open(os.path.join(broken, METRICS_FILE), "w") as f:
         f.write("{half")
     assert versions.versions() == []
-    assert add_version(versions, "boxes").name == "v1"
+    assert add_version(versions, "boxes").name == "v2", "an unreadable version still owns its number"
+    assert add_version(versions, "classes").name == "v3"
+    assert [v.name for v in versions.versions()] == ["v2", "v3"]
+
+
+def test_staging_folders_of_runs_that_died_are_removed(tmp_path):
+    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    stale = os.path.join(versions.tag_dir("boxes"), ".staging-died")
+    os.makedirs(os.path.join(stale, "train", "weights"))
+    version = add_version(versions, "boxes")
+    versions.remove_stale_staging("boxes")
+    versions.remove_stale_staging("never-trained")
+    assert sorted(os.listdir(versions.tag_dir("boxes"))) == [version.name]
 
 
 def test_names_from_requests_never_leave_the_trained_folder(tmp_path):
@@ -146,3 +158,17 @@ def test_names_from_requests_never_leave_the_trained_folder(tmp_path):
     versions = TrainedVersions("../../x", DictStore(), root=str(tmp_path))
     version = add_version(versions, "../../tag")
     assert os.path.commonpath([version.path, str(tmp_path / "trained")]) == str(tmp_path / "trained")
+
+
+def test_each_classifier_training_changes_the_project_version(tmp_path):
+    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    versions.count_classifier_training()
+    assert versions.project_version(BASE) == "yolo.c1"
+    add_version(versions, "boxes")
+    versions.count_classifier_training()
+    assert versions.project_version(BASE) == "yolo-v1.c2"
+    assert versions.version_names(BASE) == ["yolo", "yolo-v1"]
+    versions.pin("yolo.c2", BASE)  # the name Label Studio shows: its classifier part is not pinned
+    assert versions.project_version(BASE) == "yolo.c2"
+    versions.pin("yolo-v1.c1", BASE)
+    assert versions.project_version(BASE) == "yolo-v1.c2"

@@ -276,6 +276,7 @@ def test_trainable_learns_from_a_webhook_and_survives_a_restart(server, videos, 
     task = [{"id": 8, "data": {"video": videos["paths"]["similar"]}}]
     (prediction,) = results_of(predict(server, config, task))
     assert_learned(prediction["result"], videos["similar"])
+    assert prediction["model_version"] == "yolo.c1", "a trained classifier is a new version of the project"
 
     # features of both videos are cached once, and reused by the next pass
     cache_dir = yolo_env / "model_dir" / "feature-cache"
@@ -288,7 +289,7 @@ def test_trainable_learns_from_a_webhook_and_survives_a_restart(server, videos, 
            "LOG_LEVEL": "WARNING"}
     with serve_in_process([PYTHON, "_wsgi.py", "-p", "{port}", "--host", "127.0.0.1"], env=env, cwd=YOLO_DIR) as (base, _):
         (restarted,) = results_of(predict(base, config, task))
-    assert restarted["result"] == prediction["result"]
+    assert restarted["result"] == prediction["result"] and restarted["model_version"] == "yolo.c1"
 
 
 def test_trainable_resets_when_the_network_shape_changes(server, videos, own_model_root):

@@ -34,6 +34,15 @@ def fetch_pose_model() -> str:
     return target
 
 
+def use_model_root_of(test_dir, monkeypatch, name: str, weights: str):
+    """`MODEL_ROOT` set to a new folder `test_dir/name` of one test, holding a link to `weights`."""
+    root = test_dir / name
+    root.mkdir()
+    os.symlink(weights, root / os.path.basename(weights))
+    monkeypatch.setenv("MODEL_ROOT", str(root))
+    return root
+
+
 def box_iou(a, b) -> float:
     ax1, ay1, ax2, ay2 = a
     bx1, by1, bx2, by2 = b

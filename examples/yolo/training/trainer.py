@@ -161,6 +161,7 @@ def train_version(dataset: Dataset, starting_weights: str, versions: TrainedVers
     with exclusive_if_free(versions.tag_dir(tag)) as free:
         if not free:
             raise TrainingBusy(f"a training of '{tag}' for project {versions.project} is already running")
+        versions.remove_stale_staging(tag)
         started = time.monotonic()
         with versions.staging(tag) as staging:
             run = _Run(dataset, options, staging, progress)

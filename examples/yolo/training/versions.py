@@ -10,7 +10,8 @@ the project's version `N` serves, for each tag, that tag's highest *published* v
 numbered but never serve. The project serves its highest published number, unless a pin (set from
 the Connect Model extra params `{"model_version": ...}`, kept in the per-project store) holds it
 at an older one: that is the rollback. Everything is read back from the files and the store, so
-it survives restarts.
+it survives restarts. A request reads all of it once (`TrainedVersions.snapshot`, a
+`ServingState`) and takes both its weights and its `model_version` from that reading.
 """
 
 import contextlib
@@ -22,7 +23,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Protocol
+from typing import Iterator, List, Optional, Protocol, Tuple
 
 from utils.files import exclusive
 from utils.models import model_root
@@ -33,6 +34,8 @@ TRAINED_DIR = "trained"
 WEIGHTS_FILE = "weights.pt"
 METRICS_FILE = "metrics.json"
 PIN_KEY = "trained_version_pin"
+CLASSIFIER_TRAININGS_KEY = "classifier_trainings"
+STAGING_PREFIX = ".staging-"
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
 _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
@@ -73,6 +76,42 @@ class Version:
     @property
     def weights(self) -> str:
         return os.path.join(self.path, WEIGHTS_FILE)
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What serves a project at one moment: the project's version `number` (0: the tags' own
+    weights) and its published versions. A request reads it once and derives both its tags'
+    weights and its `model_version` from it, so a publish or a pin meanwhile can never pair one
+    version's name with another version's weights."""
+
+    number: int
+    published: Tuple[Version, ...]  # oldest first
+    classifier_trainings: int = 0  # of the project's TimelineLabels classifiers (trained in place)
+
+    def of_tag(self, tag: str) -> List[Version]:
+        """The tag's published versions, oldest first."""
+        folder = path_component(tag)
+        return [v for v in self.published if os.path.basename(os.path.dirname(v.path)) == folder]
+
+    def serving(self, tag: str) -> Optional[Version]:
+        """The version of `tag` that serves: its newest published one within the project's
+        version; None when the tag's own weights serve."""
+        candidates = [v for v in self.of_tag(tag) if v.number <= self.number]
+        return candidates[-1] if candidates else None
+
+    def not_serving(self, tag: str) -> List[str]:
+        """Weights of the tag's published versions that do not serve (a newer one does, or a pin
+        holds an older one, or the tag's own weights)."""
+        serving = self.serving(tag)
+        return [v.weights for v in self.of_tag(tag) if v != serving]
+
+    def project_version(self, base: str) -> str:
+        """The `model_version` to answer for the project: `base` (e.g. "yolo") before any
+        trained version serves, else `<base>-v<N>`; then `.c<K>` once its TimelineLabels
+        classifiers have been trained K times (each training changes their predictions)."""
+        name = f"{base}-v{self.number}" if self.number else base
+        return f"{name}.c{self.classifier_trainings}" if self.classifier_trainings else name
 
 
 class TrainedVersions:
@@ -120,30 +159,27 @@ class TrainedVersions:
         text = self.store.get(PIN_KEY)
         return int(text) if text else None
 
-    def serving_number(self) -> int:
-        """The project's version now: the pin, else its newest published number (0: none)."""
+    def snapshot(self) -> ServingState:
+        """What serves the project now, read once (the pin, every version's metrics.json)."""
+        published = tuple(v for v in self.versions() if v.published)
         pinned = self.pinned_number()
-        if pinned is not None:
-            return pinned
-        return max(self.published_numbers(), default=0)
+        number = pinned if pinned is not None else max((v.number for v in published), default=0)
+        return ServingState(number=number, published=published, classifier_trainings=self.classifier_trainings())
+
+    def classifier_trainings(self) -> int:
+        return int(self.store.get(CLASSIFIER_TRAININGS_KEY) or 0)
+
+    def count_classifier_training(self) -> None:
+        """One more training of one of the project's TimelineLabels classifiers: the project's
+        version changes, so Retrieve Predictions predicts its tasks again."""
+        with exclusive(self.root):  # one count at a time among the project's threads and processes
+            self.store.set(CLASSIFIER_TRAININGS_KEY, str(self.classifier_trainings() + 1))
 
     def serving(self, tag: str) -> Optional[Version]:
-        """The version of `tag` that serves: its newest published one within the project's
-        version; None when the tag's own weights serve."""
-        limit = self.serving_number()
-        candidates = [v for v in self.versions(tag) if v.published and v.number <= limit]
-        return candidates[-1] if candidates else None
-
-    def serving_weights(self, tag: str, default: str) -> str:
-        """The weights file serving `tag`: its serving version's, else `default` (its own weights)."""
-        serving = self.serving(tag)
-        return serving.weights if serving else default
+        return self.snapshot().serving(tag)
 
     def project_version(self, base: str) -> str:
-        """The `model_version` to answer for the project: `base` (e.g. "yolo") before any
-        trained version serves, else `<base>-v<N>`."""
-        number = self.serving_number()
-        return f"{base}-v{number}" if number else base
+        return self.snapshot().project_version(base)
 
     def version_names(self, base: str) -> List[str]:
         """What `/versions` lists: `base` (the tags' own weights) and every published version."""
@@ -169,6 +205,9 @@ class TrainedVersions:
 
     @staticmethod
     def _parse(version: str, base: str) -> int:
+        """The number `version` names; its `.c<K>` part, if any, is ignored: classifiers are
+        trained in place, with no versions to go back to."""
+        version = re.sub(r"\.c[0-9]+$", "", version)
         if version == base:
             return 0
         match = re.fullmatch(rf"(?:{re.escape(base)}-)?v?([0-9]+)", version)
@@ -177,12 +216,33 @@ class TrainedVersions:
         return int(match.group(1))
 
     # ----- writing ------------------------------------------------------------------------------
+    def used_numbers(self) -> List[int]:
+        """Every number a `v<N>` folder of the project has, readable or not: a version whose
+        metrics.json is lost still owns its number (the next publish must not rename onto it)."""
+        numbers = []
+        for tag in os.listdir(self.root) if os.path.isdir(self.root) else []:
+            directory = os.path.join(self.root, tag)
+            if os.path.isdir(directory):
+                matches = map(_VERSION_DIR.fullmatch, os.listdir(directory))
+                numbers += [int(match.group(1)) for match in matches if match]
+        return numbers
+
+    def remove_stale_staging(self, tag: str) -> None:
+        """Staging folders of runs that died (killed, out of memory) before cleaning up. Only
+        call it holding the tag's training lock: then no run of the tag is writing one."""
+        directory = self.tag_dir(tag)
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if name.startswith(STAGING_PREFIX):
+                logger.info("Project %s, tag '%s': removing %s, left by a run that did not finish",
+                            self.project, tag, name)
+                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
     @contextlib.contextmanager
     def staging(self, tag: str) -> Iterator[str]:
         """A new hidden folder in the tag's folder for a run to write into; removed afterwards
         unless `publish` made it a version."""
         os.makedirs(self.tag_dir(tag), exist_ok=True)
-        path = tempfile.mkdtemp(prefix=".staging-", dir=self.tag_dir(tag))
+        path = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.tag_dir(tag))
         try:
             yield path
         finally:
@@ -194,7 +254,7 @@ class TrainedVersions:
         if not os.path.isfile(os.path.join(staging, WEIGHTS_FILE)):
             raise FileNotFoundError(f"{staging} holds no {WEIGHTS_FILE}")
         with exclusive(self.root):  # numbers are unique across the project's tags and processes
-            number = max((v.number for v in self.versions()), default=0) + 1
+            number = max(self.used_numbers(), default=0) + 1
             metrics = {**metrics, "project": self.project, "tag": tag, "version": f"v{number}",
                        "published": bool(serve)}
             with open(os.path.join(staging, METRICS_FILE), "w") as f:

@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
-from label_studio_ml.exceptions import FailedDependency, LabelConfigError
+from label_studio_ml.exceptions import LabelConfigError, ModelUnavailable
 from label_studio_ml.utils import env_int
 from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, fastest_runtime,
                             half_precision)
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("MODEL_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "server"))  # runtime state out of the source tree (git-ignored; docker compose mounts it)
 os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "ultralytics"))
+# A training imports matplotlib (Ultralytics' font check), which writes its font cache under
+# ~/.cache/matplotlib otherwise.
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "matplotlib"))
 
 DEFAULT_MODEL_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 WEIGHT_SUFFIXES = (".pt", ".onnx", ".torchscript", ".engine", ".mlpackage", ".tflite")
@@ -148,7 +151,7 @@ class LoadedModel:
         except Exception as exc:
             if not existed:  # Ultralytics' own message is about its download; ours says what to do
                 logger.error("Downloading %s failed: %s: %s", os.path.basename(path), type(exc).__name__, exc)
-                raise FailedDependency(
+                raise ModelUnavailable(
                     f"{os.path.basename(path)} is not in MODEL_ROOT and could not be downloaded (no internet "
                     f"access?): copy the weights there or set model_path to a file that is there; "
                     f"{available_models_text()}"
@@ -160,7 +163,9 @@ class LoadedModel:
         export; the weights (PyTorch) when the export fails or does not load."""
         thread = inference_thread(self.device)
         if runtime == FASTEST:
-            runtime = fastest_runtime(weights, self.path, self.device, thread)
+            runtime, raced = fastest_runtime(weights, self.path, self.device, thread)
+            if raced is not None:  # raced just now: loaded and started already
+                return runtime, raced
         if runtime not in EXPORTS:
             return runtime, weights
         try:
@@ -224,6 +229,15 @@ class ModelRegistry:
                 model = LoadedModel(*key)
                 self._models[key] = model
         return model
+
+    def release(self, paths: List[str]) -> None:
+        """Forget the models loaded from `paths` (trained versions a publish or a pin replaced),
+        so that they are freed once the requests using them finish; loaded again if asked for."""
+        unwanted = set(paths)
+        with self._guard:
+            for key in [key for key in self._models if key[0] in unwanted]:
+                logger.info("Releasing %s@%s/%s: no longer serving", key[0], key[1], key[2])
+                del self._models[key]
 
     def loaded(self) -> List[str]:
         return sorted(f"{m.name}@{m.device}/{m.runtime}" for m in list(self._models.values()))

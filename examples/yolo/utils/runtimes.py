@@ -37,7 +37,7 @@ import threading
 import time
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -206,6 +206,22 @@ def remove_stale(key: str, keep: str, suffix: str) -> None:
             discard(path)
 
 
+def remove_exports(weights: str) -> None:
+    """Every export and race record of the weights file at `weights` (a trained version that no
+    longer serves: they would stay on disk for good otherwise). Taken under its export lock, so
+    an export under way elsewhere finishes first."""
+    directory = exports_dir()
+    if not os.path.isdir(directory):
+        return
+    key = export_key(weights)
+    made_from = re.compile(re.escape(key) + r"-[0-9a-f]{16}[^/]*")
+    with exclusive(os.path.join(directory, key)):
+        for name in os.listdir(directory):
+            if made_from.fullmatch(name):
+                logger.info("Removing export %s of %s: no longer serving", name, weights)
+                discard(os.path.join(directory, name))
+
+
 def discard(path: str) -> None:
     """Remove an export: a file, or OpenVINO's folder."""
     try:
@@ -292,10 +308,10 @@ def log_skipped(name: str, runtime: str, exc: Exception) -> None:
     logger.warning("%s: %s skipped: %s: %s", name, ENGINE_NAMES[runtime], type(exc).__name__, exc)
 
 
-def race_engines(weights_model, path: str, device: str, thread: Executor) -> Dict[str, float]:
+def race_engines(weights_model, path: str, device: str, thread: Executor) -> Tuple[Dict[str, float], Dict[str, object]]:
     """Seconds per predict of every CPU engine installed that loads the weights, raced on `thread`
-    (the device's inference thread, where they will serve); engines that fail are logged with the
-    reason and left out."""
+    (the device's inference thread, where they will serve), and the engines' loaded models (the
+    winner then serves as it is); engines that fail are logged with the reason and left out."""
     name = os.path.basename(path)
     models = {"torch": weights_model}
     for runtime in EXPORTS:
@@ -307,7 +323,7 @@ def race_engines(weights_model, path: str, device: str, thread: Executor) -> Dic
             models[runtime] = exported_model(weights_model, path, runtime, device, thread)
         except Exception as exc:
             log_skipped(name, runtime, exc)
-    return thread.submit(race, models, device, model_imgsz(weights_model), name).result()
+    return thread.submit(race, models, device, model_imgsz(weights_model), name).result(), models
 
 
 def race_conditions() -> dict:
@@ -338,18 +354,20 @@ def remembered_race(path: str) -> Optional[str]:
     return race.get("fastest") if race.get("conditions") == race_conditions() else None
 
 
-def fastest_runtime(weights_model, path: str, device: str, thread: Executor) -> str:
+def fastest_runtime(weights_model, path: str, device: str, thread: Executor) -> Tuple[str, Optional[object]]:
     """The engine that answers fastest for the weights at `path` on this CPU: remembered from an
-    earlier race, or raced now (once among threads and processes); PyTorch if all others fail."""
+    earlier race, or raced now (once among threads and processes); PyTorch if all others fail.
+    With it, the winner's model when this call raced it (loaded already), else None."""
     record = race_path(path)
     fastest = remembered_race(record)
     if fastest:
-        return fastest
+        return fastest, None
     os.makedirs(exports_dir(), exist_ok=True)
+    raced: Dict[str, object] = {}
     with exclusive(os.path.join(exports_dir(), export_key(path) + "-race")):
         fastest = remembered_race(record)
         if not fastest:
-            timings = race_engines(weights_model, path, device, thread)
+            timings, raced = race_engines(weights_model, path, device, thread)
             fastest = min(timings, key=timings.get) if timings else "torch"
             race = {"fastest": fastest, "ms_per_predict": {r: round(s * 1000, 2) for r, s in timings.items()},
                     "imgsz": model_imgsz(weights_model), "conditions": race_conditions()}
@@ -359,4 +377,4 @@ def fastest_runtime(weights_model, path: str, device: str, thread: Executor) -> 
                         os.path.basename(path), race["imgsz"],
                         ", ".join(f"{ENGINE_NAMES[r]} {ms}" for r, ms in race["ms_per_predict"].items()),
                         ENGINE_NAMES[fastest], record)
-    return fastest
+    return fastest, raced.get(fastest)
