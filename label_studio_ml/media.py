@@ -432,6 +432,15 @@ class _UploadRoutes:
 
 _upload_routes = _UploadRoutes()
 
+# The SDK writes a download straight to its cache path and takes any existing path for a cache hit:
+# a second thread asking for the same file meanwhile would read it half written. Downloads of one
+# file take turns within the process (striped locks: a bounded number, whatever the number of URLs).
+_DOWNLOAD_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _download_lock(target_dir: str, url: str) -> threading.Lock:
+    return _DOWNLOAD_LOCKS[hash((target_dir, url)) % len(_DOWNLOAD_LOCKS)]
+
 
 def _is_local_path(url: str) -> bool:
     """A file on this machine: `file://...`, or a path that exists (checked before URL prefixes, since
@@ -476,7 +485,7 @@ def get_local_path(
 
     def fetch(session, target, force_refresh=False):
         effective = _tokens.access_token(base_url, token, force=force_refresh) if pat else token
-        with ls_io.http_session(session):
+        with _download_lock(target_dir, target), ls_io.http_session(session):
             return ls_io.get_local_path(
                 target, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,

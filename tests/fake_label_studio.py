@@ -139,6 +139,8 @@ def make_fake_label_studio():
         state["upload_requests"].append(route)
         if name.startswith("missing") or state["uploads_via"] != route:
             abort(404)
+        if name.startswith("slow"):
+            time.sleep(1)
         return serve_file()
 
     @app.get("/data/upload/<int:project>/<name>")

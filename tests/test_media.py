@@ -1,6 +1,7 @@
 """Task media: local paths, Label Studio uploads with legacy and personal tokens, errors, cache bounds."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -60,6 +61,16 @@ def test_uploads_take_the_route_that_works_and_remember_it(fake_ls, monkeypatch,
         assert state["upload_requests"] == ["legacy"] * 3 and retries == []
     else:
         assert state["upload_requests"] == ["legacy", "proxy", "proxy", "proxy"] and len(retries) == 1
+
+
+def test_one_file_asked_for_by_two_threads_is_downloaded_once_and_whole(fake_ls, monkeypatch):
+    """The second thread waits for the first download instead of reading its half-written file."""
+    base, state = fake_ls
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: media.get_local_path("/data/upload/1/slow.png"), range(2)))
+    assert [read(p) for p in paths] == [PNG_BYTES, PNG_BYTES]
+    assert state["downloads"] == 1
 
 
 def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls, monkeypatch):

@@ -15,8 +15,8 @@ import synthetic as syn
 from fake_label_studio import LEGACY_TOKEN
 from helpers import wait_until
 from test_jobs import fake_ls  # noqa: F401  (a fixture)
-from test_training_dataset import brushes, keypoints_with_boxes, make_tasks, percent, rectangle, region, \
-    rotated_rectangle
+from test_training_dataset import keypoints_with_boxes, make_tasks, rectangle, rotated_rectangle
+from training_scenes import brushes, choices, polygons
 
 N_TASKS = 12
 IMAGE = '<Image name="image" value="$image"/>'
@@ -142,15 +142,8 @@ def test_start_training_serves_a_new_version_to_its_project_only_and_pins_roll_i
     assert backend.setup(1, DETECT_CONFIG, extra_params={"model_version": "yolo-v7"}) == "yolo"
     assert backend.setup(1, DETECT_CONFIG, extra_params={"model_version": ""}) == "yolo-v1"
     assert backend.versions(1) == ["yolo", "yolo-v1"]
-
-
-def polygons(objects):
-    return [region("poly", "polygonlabels", {"points": [percent(x, y) for x, y in o["polygon"]], "closed": True,
-                                             "polygonlabels": [o["label"]]}) for o in objects]
-
-
-def choices(label):
-    return [region("class", "choices", {"choices": [label]})]
+    assert backend.setup(1, DETECT_CONFIG, extra_params={"model_version": "yolo"}) == "yolo"
+    assert backend.setup(1, DETECT_CONFIG) == "yolo-v1", "clearing the extra params unpins"
 
 
 KEEP = 'model_train_keep_worse="true"'  # 2 epochs may not beat well-trained starting weights: serve anyway

@@ -7,24 +7,14 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from label_studio_sdk.converter.brush import mask2rle
 
 import synthetic as syn
 from training.dataset import (CannotTrain, TrainableTag, build_dataset, choose_annotation, flip_index,
                               keypoint_order, split_by_task_id)
+from training_scenes import HEIGHT, WIDTH, brushes, percent, polygons, region
 from yolo_helpers import TEST_MODELS_DIR, mask_iou, polygon_mask
 
-WIDTH, HEIGHT = 320, 240
 N_TASKS = 10
-
-
-def percent(x, y):
-    return [float(x) / WIDTH * 100, float(y) / HEIGHT * 100]
-
-
-def region(from_name, kind, value, **extra):
-    return {"from_name": from_name, "to_name": "image", "type": kind, "value": value,
-            "original_width": WIDTH, "original_height": HEIGHT, **extra}
 
 
 def task(task_id, image_path, result, **annotation):
@@ -127,11 +117,6 @@ def test_unrotated_and_rotated_rectangles_give_axis_aligned_boxes_for_detection(
         assert np.allclose(corners_of(line[1:]), [*corners.min(axis=0), *corners.max(axis=0)], atol=1.0)
 
 
-def brushes(objects):
-    return [region("brush", "brushlabels", {"format": "rle", "rle": mask2rle(o["mask"].astype(np.uint8) * 255),
-                                            "brushlabels": [o["label"]]}) for o in objects]
-
-
 def keypoints_with_boxes(objects, keypoints=range(syn.NUM_KEYPOINTS)):
     """Per card a `kp_bbox` rectangle and the `kp` keypoints (indices `keypoints`) under it."""
     result = []
@@ -148,11 +133,7 @@ def keypoints_with_boxes(objects, keypoints=range(syn.NUM_KEYPOINTS)):
 
 
 def test_polygons_round_trip(tmp_path):
-    def to_result(objects):
-        return [region("poly", "polygonlabels", {"points": [percent(x, y) for x, y in o["polygon"]], "closed": True,
-                                                 "polygonlabels": [o["label"]]}) for o in objects]
-
-    _, pairs = round_trip(tmp_path, syn.segmentation_scene, to_result,
+    _, pairs = round_trip(tmp_path, syn.segmentation_scene, polygons,
                           TrainableTag("poly", "segment", syn.SEGMENTATION_CLASSES))
     for line, obj in pairs:
         assert np.allclose(pixels(line[1:]), np.clip(obj["polygon"], 0, (WIDTH, HEIGHT)), atol=1.0)

@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -31,6 +32,10 @@ Progress = Callable[[dict], None]
 
 # Ultralytics' name of each task's headline metrics (box, mask or pose mAP).
 MAP_SUFFIX = {"detect": "B", "obb": "B", "segment": "M", "pose": "P"}
+# Ultralytics trainings sharing a process spoil each other (trainer state is process-wide): the
+# runs of one process (thread jobs of several tags or projects) take turns. RQ workers are
+# processes of their own and train side by side.
+_ONE_TRAINING_PER_PROCESS = threading.Lock()
 
 
 class TrainingBusy(CannotTrain):
@@ -165,6 +170,9 @@ def train_version(dataset: Dataset, starting_weights: str, versions: TrainedVers
         started = time.monotonic()
         with versions.staging(tag) as staging:
             run = _Run(dataset, options, staging, progress)
+            if not _ONE_TRAINING_PER_PROCESS.acquire(blocking=False):
+                run.report({"stage": "waiting", "reason": "another training of this process runs first"})
+                _ONE_TRAINING_PER_PROCESS.acquire()
             try:
                 best, epochs_run, imgsz = run.train(starting_weights)
                 run.report({"stage": "evaluating"})
@@ -174,6 +182,7 @@ def train_version(dataset: Dataset, starting_weights: str, versions: TrainedVers
                 baseline = run.evaluate(baseline_weights, imgsz, "val-serving") \
                     if run.same_classes(baseline_weights) else None
             finally:
+                _ONE_TRAINING_PER_PROCESS.release()
                 _release_device_memory()
             shutil.copyfile(best, os.path.join(staging, WEIGHTS_FILE))
             shutil.rmtree(os.path.join(staging, "train", "weights"), ignore_errors=True)  # best.pt is copied
