@@ -2,8 +2,9 @@
 
     python examples/yolo/benchmarks/soak.py --minutes 10
 
-Prints resident memory (gunicorn master + workers) after warm-up and at the end, the growth in
-percent, the media cache size, and exits 1 when memory grew by 5% or more or a request failed.
+Every model is loaded by one request first; then it prints resident memory (gunicorn master +
+workers) after warm-up and at the end, the growth in percent, the media cache size, and exits 1
+when memory grew by 5% or more or a request failed.
 """
 
 import argparse
@@ -58,6 +59,9 @@ def run(minutes: float, warmup_fraction: float, workers: int, threads: int, imag
         paths = write_images(tmp, images)
         env = {"MODEL_ROOT": TEST_MODELS, "MODEL_DIR": os.path.join(tmp, "model_dir")}
         with served_backend(env, workers=workers, threads=threads, log_path=os.path.join(tmp, "server.log")) as (base, proc):
+            for kind in sorted(CONFIGS):  # every model loaded (exported, its engines raced on a CPU) first
+                predict(base, [{"id": 0, "data": {"image": paths[0]}}],
+                        f'<View><Image name="image" value="$image"/>{CONFIGS[kind]}</View>')
             end = time.monotonic() + minutes * 60
             warm_until = time.monotonic() + minutes * 60 * warmup_fraction
             baseline, requests_done, failures = None, 0, 0
