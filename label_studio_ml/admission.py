@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Optional
 
 from .exceptions import Overloaded
-from .utils import env_float, env_int
+from .parsing import env_float, env_int
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from .metrics import RequestMetrics, to_prometheus
 from .model import LabelStudioMLBase
 from .request_body import parse_json_object, read_body, refuse_body
 from .response import normalize_predictions, task_error
-from .utils import env_bool, env_int, project_id_from
+from .parsing import env_bool, env_int, project_id_from
 
 logger = logging.getLogger(__name__)
 

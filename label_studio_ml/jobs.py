@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional
 
 from .cache import get_store
-from .utils import env_bool, env_int
+from .parsing import env_bool, env_int
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any, List, Optional
 
 from .exceptions import BadRequest, FailedDependency, Forbidden
 from .media import label_studio_api_key, label_studio_url
-from .utils import env_float
+from .parsing import env_float
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .exceptions import FailedDependency, MLBackendError, NotFound, PayloadTooLarge, TaskDataError
-from .utils import env_float, env_int
+from .parsing import env_float, env_int
 
 logger = logging.getLogger(__name__)
 

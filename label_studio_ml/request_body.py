@@ -12,7 +12,7 @@ import threading
 from typing import Any, Dict
 
 from .exceptions import BadRequest, RequestTimeout
-from .utils import env_float, env_int
+from .parsing import env_float, env_int
 
 # Label Studio's own payloads nest about ten levels deep; recursion limits start near a thousand.
 DEFAULT_MAX_JSON_DEPTH = 100

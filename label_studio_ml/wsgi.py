@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Callable, List, Optional, Type, Union
 
-from .utils import parse_scalar
+from .parsing import parse_scalar
 
 LOG_FORMAT = "[%(asctime)s] [%(levelname)s] [%(name)s::%(funcName)s::%(lineno)d] %(message)s"
 BASE_CLASS_NAME = "LabelStudioMLBase"

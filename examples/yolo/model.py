@@ -18,7 +18,7 @@ from label_studio_ml.exceptions import LabelConfigError, MLBackendError, TaskDat
 from label_studio_ml.isolation import TaskFailed, call_isolated, run_isolated
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
-from label_studio_ml.utils import env_int
+from label_studio_ml.parsing import env_int
 from training.dataset import CannotTrain
 from training.job import counts_towards_training, run_training, start_trainings
 from training.versions import ServingState, TrainedVersions

@@ -14,7 +14,7 @@ from control_models.taxonomy import TaxonomyModel
 from control_models.timeline_labels import TimelineLabelsModel, TrainableTimelineLabelsModel
 from control_models.video_rectangle import VideoRectangleModel
 from label_studio_ml.exceptions import LabelConfigError
-from label_studio_ml.utils import parse_bool
+from label_studio_ml.parsing import parse_bool
 from training.versions import ServingState
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import numpy as np
 
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.label_config import build_label_map
-from label_studio_ml.utils import parse_bool
+from label_studio_ml.parsing import parse_bool
 from utils import debug_plots
 from training.dataset import DEFAULT_MIN_TASKS, TrainableTag
 from training.trainer import TrainOptions

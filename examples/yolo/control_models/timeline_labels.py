@@ -20,7 +20,7 @@ import numpy as np
 
 from control_models.base import ControlModel
 from label_studio_ml.exceptions import BadRequest, LabelConfigError, MLBackendError
-from label_studio_ml.utils import parse_bool
+from label_studio_ml.parsing import parse_bool
 from training.dataset import CannotTrain, choose_annotation
 from training.versions import TrainedVersions
 from utils.files import exclusive

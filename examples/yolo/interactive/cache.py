@@ -9,7 +9,7 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from label_studio_ml.utils import env_int
+from label_studio_ml.parsing import env_int
 from utils.images import load_image
 
 

@@ -16,7 +16,7 @@ from typing import Dict, List
 
 from label_studio_ml import jobs
 from label_studio_ml.label_studio_api import annotated_tasks
-from label_studio_ml.utils import env_int
+from label_studio_ml.parsing import env_int
 from training.dataset import build_dataset
 from training.trainer import train_version
 from training.versions import TrainedVersions, Version, path_component

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
-from label_studio_ml.utils import env_int
+from label_studio_ml.parsing import env_int
 from training.dataset import CannotTrain, Dataset
 from training.versions import WEIGHTS_FILE, TrainedVersions, Version
 from utils.files import exclusive_if_free

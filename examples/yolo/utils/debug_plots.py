@@ -16,7 +16,7 @@ from typing import Optional
 
 import cv2
 
-from label_studio_ml.utils import env_bool, env_int
+from label_studio_ml.parsing import env_bool, env_int
 
 logger = logging.getLogger(__name__)
 

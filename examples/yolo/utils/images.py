@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from label_studio_ml.exceptions import MLBackendError, PayloadTooLarge
-from label_studio_ml.utils import env_int
+from label_studio_ml.parsing import env_int
 
 # We enforce our own limit (MAX_IMAGE_PIXELS) before decoding; PIL's global guard would only warn.
 Image.MAX_IMAGE_PIXELS = None

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
 from label_studio_ml.exceptions import LabelConfigError, ModelUnavailable
-from label_studio_ml.utils import env_int
+from label_studio_ml.parsing import env_int
 from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, fastest_runtime,
                             half_precision)
 

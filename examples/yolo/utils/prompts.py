@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from label_studio_ml.exceptions import BadRequest
-from label_studio_ml.utils import parse_bool
+from label_studio_ml.parsing import parse_bool
 
 POINT_TYPE = "keypointlabels"
 BOX_TYPE = "rectanglelabels"

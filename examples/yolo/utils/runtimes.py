@@ -42,7 +42,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from label_studio_ml.exceptions import MLBackendError
-from label_studio_ml.utils import env_bool
+from label_studio_ml.parsing import env_bool
 from utils.files import atomic_write, exclusive
 
 logger = logging.getLogger(__name__)

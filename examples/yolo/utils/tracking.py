@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from label_studio_ml.exceptions import LabelConfigError
-from label_studio_ml.utils import parse_bool
+from label_studio_ml.parsing import parse_bool
 from utils.detections import Target
 from utils.models import resolve_in_root
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from label_studio_ml.exceptions import MLBackendError
-from label_studio_ml.utils import env_int
+from label_studio_ml.parsing import env_int
 
 logger = logging.getLogger(__name__)
 

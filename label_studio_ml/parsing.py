@@ -1,4 +1,4 @@
-"""Small helpers shared by the SDK modules."""
+"""Parsing of the values users write: booleans, scalars, Label Studio project ids."""
 
 import os
 from typing import Any, Optional
