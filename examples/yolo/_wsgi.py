@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from label_studio_ml.api import init_app  # noqa: E402
 from label_studio_ml.wsgi import configure_logging, run_model_server  # noqa: E402
 from model import YOLO  # noqa: E402
-from utils.models import start_preloading  # noqa: E402
+from utils.inference import start_preloading  # noqa: E402
 
 if __name__ == "__main__":
     run_model_server(YOLO, on_start=start_preloading)

@@ -24,7 +24,8 @@ from training.job import counts_towards_training, run_training, start_trainings
 from training.versions import ServingState, TrainedVersions
 from utils.images import load_image
 from utils.video import VideoFrames
-from utils.models import batch_size, model_root, registry
+from utils.inference import batch_size, registry
+from utils.weights import model_root
 from utils.prompts import Prompts, read_prompts
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import requests  # noqa: E402
 from load import predict, process_tree_rss, served_backend  # noqa: E402
-from utils.models import LoadedModel  # noqa: E402
+from utils.inference import LoadedModel  # noqa: E402
 from utils.runtimes import ENGINE_NAMES, EXPORTS, engine_available  # noqa: E402
 from yolo_helpers import fetch_pose_model  # noqa: E402
 

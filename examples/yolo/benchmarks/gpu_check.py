@@ -57,7 +57,7 @@ def largest_differences(reference, result, attribute: str) -> str:
 def check_answers(model_root: str, device: str) -> bool:
     """Every task type on CUDA against the CPU: FP32 checked, FP16 reported."""
     from test_runtimes import TASK_CASES, assert_same_answers
-    from utils.models import LoadedModel
+    from utils.inference import LoadedModel
 
     same = True
     for weights, images, attribute in TASK_CASES:

@@ -3,7 +3,7 @@
 import logging
 from typing import List, Optional
 
-from control_models.base import ControlModel
+from control_models.base import ControlModel, tag_bool
 from control_models.brush_labels import BrushLabelsModel
 from control_models.choices import ChoicesModel
 from control_models.keypoint_labels import KeyPointLabelsModel
@@ -14,7 +14,6 @@ from control_models.taxonomy import TaxonomyModel
 from control_models.timeline_labels import TimelineLabelsModel, TrainableTimelineLabelsModel
 from control_models.video_rectangle import VideoRectangleModel
 from label_studio_ml.exceptions import LabelConfigError
-from label_studio_ml.parsing import parse_bool
 from training.versions import ServingState
 
 logger = logging.getLogger(__name__)
@@ -49,11 +48,7 @@ def control_models_for(label_interface, strict: bool = True,
         raise LabelConfigError("No labeling config: send 'label_config' with /predict or call /setup first")
     models = []
     for control in label_interface.controls:
-        try:
-            skip = parse_bool(control.attr.get("model_skip"), False)
-        except ValueError:
-            raise LabelConfigError(f"<{control.tag} name=\"{control.name}\">: model_skip must be true or false")
-        if skip:
+        if tag_bool(control, "model_skip", False):
             continue
         for object_tag in control.objects:
             for model_class in CONTROL_MODELS:

@@ -19,9 +19,20 @@ from training.dataset import DEFAULT_MIN_TASKS, TrainableTag
 from training.trainer import TrainOptions
 from training.versions import ServingState
 from utils.detections import Detections, Target
-from utils.models import LoadedModel, registry, resolve_model_path
+from utils.inference import LoadedModel, registry
+from utils.weights import resolve_model_path
 
 logger = logging.getLogger(__name__)
+
+
+def tag_bool(control, name: str, default: bool) -> bool:
+    """The control tag's attribute `name` as a bool (`true`/`false`, `1`/`0`, ...); a 400 naming
+    the tag for anything else."""
+    value = control.attr.get(name)
+    try:
+        return parse_bool(value, default)
+    except ValueError:
+        raise LabelConfigError(f"<{control.tag} name=\"{control.name}\">: {name}={value!r} is not true/false") from None
 
 
 def default_score_threshold() -> float:
@@ -83,10 +94,7 @@ class ControlModel:
         return int(value)
 
     def bool_attr(self, name: str, default: bool) -> bool:
-        try:
-            return parse_bool(self.attr(name), default)
-        except ValueError:
-            raise LabelConfigError(f"<{self.control_type} name=\"{self.from_name}\">: {name}={self.attr(name)!r} is not true/false")
+        return tag_bool(self.control, name, default)
 
     def _model_name(self) -> str:
         custom = self.attr("model_path")

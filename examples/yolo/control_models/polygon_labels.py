@@ -9,7 +9,7 @@ import numpy as np
 from control_models.base import ControlModel
 from interactive import engine_for
 from utils.converters import to_polygons
-from utils.models import is_sam_weights
+from utils.weights import is_sam_weights
 from utils.prompts import Prompts
 
 logger = logging.getLogger(__name__)

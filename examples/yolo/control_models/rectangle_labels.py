@@ -1,6 +1,6 @@
 """`<RectangleLabels>` on an `<Image>`: object detection boxes."""
 
-from control_models.base import ControlModel
+from control_models.base import ControlModel, tag_bool
 from utils.converters import to_rectangles
 
 
@@ -12,4 +12,4 @@ class RectangleLabelsModel(ControlModel):
 
     @classmethod
     def matches(cls, control, object_tag) -> bool:
-        return super().matches(control, object_tag) and control.attr.get("model_obb", "false").lower() != "true"
+        return super().matches(control, object_tag) and not tag_bool(control, "model_obb", False)

@@ -1,6 +1,6 @@
 """`<RectangleLabels model_obb="true">` on an `<Image>`: oriented (rotated) boxes."""
 
-from control_models.base import ControlModel
+from control_models.base import ControlModel, tag_bool
 from utils.converters import to_oriented_rectangles
 
 
@@ -12,4 +12,4 @@ class RectangleLabelsObbModel(ControlModel):
 
     @classmethod
     def matches(cls, control, object_tag) -> bool:
-        return super().matches(control, object_tag) and control.attr.get("model_obb", "false").lower() == "true"
+        return super().matches(control, object_tag) and tag_bool(control, "model_obb", False)

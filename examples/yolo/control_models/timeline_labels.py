@@ -24,11 +24,13 @@ from label_studio_ml.parsing import parse_bool
 from training.dataset import CannotTrain, choose_annotation
 from training.versions import TrainedVersions
 from utils.files import exclusive
-from utils.models import LoadedModel, batch_size, resolve_in_root
+from utils.inference import LoadedModel, batch_size
+from utils.weights import resolve_in_root
 from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name,
                                        feature_cache_path, load_cached_features, merge_columns,
                                        ranges_to_multihot, save_cached_features, timeline_regions)
-from utils.video import VideoFrames, file_digest, frame_rate_attr
+from utils.files import content_digest
+from utils.video import VideoFrames, frame_rate_attr
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
         """Per-frame features of the video at `path`, from the disk cache when this video content
         was already seen with these weights."""
         loaded = self.model
-        cache = feature_cache_path(file_digest(path), file_digest(loaded.path), os.path.basename(path), loaded.name)
+        cache = feature_cache_path(content_digest(path), content_digest(loaded.path), os.path.basename(path), loaded.name)
         features = load_cached_features(cache)
         if features is not None:
             logger.debug("%r: features of %s from %s", self, os.path.basename(path), cache)

@@ -10,7 +10,7 @@ from typing import Dict, Optional
 
 from control_models.base import ControlModel
 from label_studio_ml.label_config import build_label_map
-from utils.models import batch_size
+from utils.inference import batch_size
 from utils.tracking import TrackCollector, build_tracker, track_regions, tracker_config
 from utils.video import VideoFrames, frame_rate_attr
 

@@ -13,7 +13,8 @@ weights pick the engine:
 
 from interactive.sam import SamEngine
 from interactive.yolo_seg import YoloSegEngine
-from utils.models import is_sam_weights, registry
+from utils.inference import registry
+from utils.weights import is_sam_weights
 
 
 def engine_for(control):

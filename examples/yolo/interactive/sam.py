@@ -14,7 +14,7 @@ import numpy as np
 from interactive.cache import ImageCache, image_digest
 from interactive.geometry import mask_to_polygon
 from utils.detections import Detections
-from utils.models import LoadedModel
+from utils.inference import LoadedModel
 from utils.prompts import PixelPrompts
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import numpy as np
 from interactive.cache import ImageCache, image_digest
 from interactive.geometry import box_iou, clip_to_box, contains
 from utils.detections import Detections
-from utils.models import LoadedModel
+from utils.inference import LoadedModel
 from utils.prompts import PixelPrompts
 
 instances = ImageCache("YOLO_SEG_CACHE_IMAGES", 16)  # outlines: a few KB per image

@@ -214,7 +214,7 @@ def test_runtime_state_defaults_to_a_git_ignored_folder_of_the_backend(tmp_path)
     yolo_dir = os.path.dirname(cli.__file__)
     env = {key: value for key, value in os.environ.items() if key not in ("MODEL_DIR", "YOLO_CONFIG_DIR")}
     env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, yolo_dir])
-    shown = subprocess.run([sys.executable, "-c", "import os, utils.models; print(os.environ['MODEL_DIR']); "
+    shown = subprocess.run([sys.executable, "-c", "import os, utils.weights; print(os.environ['MODEL_DIR']); "
                             "print(os.environ['YOLO_CONFIG_DIR'])"], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=120, check=True).stdout.split()
     model_dir = os.path.join(yolo_dir, "data", "server")

@@ -14,7 +14,8 @@ import synthetic
 from interactive.sam import embeddings
 from sam_test_model import SAM_TEST_MODEL, sam_test_model
 from test_interactive import LABELS, PROMPT_TAGS, click, drag, interactive
-from utils.models import registry, resolve_model_path
+from utils.inference import registry
+from utils.weights import resolve_model_path
 from yolo_helpers import brush_region_mask, save_image, use_model_root_of
 
 CONFIG = (f'<View><Image name="image" value="$image"/>{PROMPT_TAGS}'

@@ -12,7 +12,7 @@ import requests
 import synthetic
 from helpers import PYTHON, read_log, serve_in_process, wait_until
 from label_studio_ml.exceptions import MLBackendError
-from utils.models import LoadedModel, registry
+from utils.inference import LoadedModel, registry
 import utils.runtimes as runtimes
 from utils.runtimes import (FASTEST, choose_runtime, export, export_key, exports_dir, half_precision,
                             quiet_ultralytics, race_conditions, race_path)
@@ -132,7 +132,7 @@ def test_failed_export_falls_back_to_pytorch(yolo_env, model_root, caplog):
     os.makedirs(os.environ["MODEL_DIR"], exist_ok=True)
     with open(exports_dir(), "w"):  # a file where the export directory should be: export fails
         pass
-    with caplog.at_level(logging.WARNING, logger="utils.models"):
+    with caplog.at_level(logging.WARNING, logger="utils.inference"):
         model = LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx")
     assert model.runtime == "torch"
     assert "no ONNX Runtime model" in caplog.text and "PyTorch serves it instead" in caplog.text
@@ -146,7 +146,7 @@ def test_an_export_that_does_not_load_is_discarded_and_pytorch_serves(yolo_env, 
     exported = export(path, "onnx")
     with open(exported, "wb") as file:
         file.write(b"not an ONNX model")
-    with caplog.at_level(logging.WARNING, logger="utils.models"):
+    with caplog.at_level(logging.WARNING, logger="utils.inference"):
         model = LoadedModel(path, "cpu", "onnx")
     assert model.runtime == "torch" and "PyTorch serves it instead" in caplog.text
     assert not os.path.exists(exported)

@@ -8,7 +8,7 @@ import pytest
 
 import synthetic
 from training.versions import WEIGHTS_FILE, TrainedVersions
-from utils.models import registry
+from utils.inference import registry
 from yolo_helpers import TEST_MODELS_DIR, use_model_root_of
 
 SEG_WEIGHTS = "shapes-seg.pt"

@@ -102,12 +102,12 @@ def test_a_training_makes_a_published_version_with_its_metrics(tmp_path):
 
 def test_matplotlib_imported_by_a_training_keeps_its_cache_out_of_home(tmp_path):
     """Ultralytics' trainer imports matplotlib (its font check), which builds a font cache under
-    HOME unless MPLCONFIGDIR points elsewhere: utils.models points it into MODEL_DIR."""
+    HOME unless MPLCONFIGDIR points elsewhere: utils.weights points it into MODEL_DIR."""
     home, model_dir = tmp_path / "home", tmp_path / "model_dir"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
     env.update(HOME=str(home), MODEL_DIR=str(model_dir))
-    subprocess.run([sys.executable, "-c", "import utils.models, matplotlib.font_manager"], env=env, check=True,
+    subprocess.run([sys.executable, "-c", "import utils.weights, matplotlib.font_manager"], env=env, check=True,
                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert list(home.iterdir()) == [], "matplotlib wrote into HOME"
     assert os.listdir(model_dir / "matplotlib")

@@ -25,7 +25,7 @@ def small_root(yolo_env, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["model.xml", "model.bin", "botsort.yaml"])
 def test_a_model_path_naming_no_weights_is_a_400_listing_the_weights(small_root, name):
-    from utils.models import resolve_model_path
+    from utils.weights import resolve_model_path
 
     with pytest.raises(LabelConfigError, match=r"not a weights file.*available: mine\.pt$"):
         resolve_model_path(name)
@@ -33,7 +33,8 @@ def test_a_model_path_naming_no_weights_is_a_400_listing_the_weights(small_root,
 
 def test_official_weights_offline_are_a_424_in_our_words_listing_the_weights(small_root, monkeypatch):
     import ultralytics
-    from utils.models import LoadedModel, resolve_model_path
+    from utils.inference import LoadedModel
+    from utils.weights import resolve_model_path
 
     def offline(path, *args, **kwargs):
         raise ConnectionError("❌ Download failure for https://github.com/ultralytics/assets/releases/yolo11n.pt")

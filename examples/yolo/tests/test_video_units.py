@@ -14,7 +14,8 @@ from utils import files
 from utils import timeline_classifier as tc
 from utils import tracking
 from utils.detections import Target
-from utils.video import UnreadableVideo, VideoFrames, file_digest
+from utils.files import content_digest
+from utils.video import UnreadableVideo, VideoFrames
 
 NAMES = {0: "circle", 1: "square", 2: "triangle"}
 
@@ -333,8 +334,8 @@ def test_unreadable_video_names_the_file(tmp_path):
         VideoFrames(str(tmp_path / "missing.mp4"))
 
 
-def test_file_digest_is_by_content(tmp_path):
+def test_content_digest_is_by_content(tmp_path):
     (tmp_path / "a").write_bytes(b"same bytes")
     (tmp_path / "b").write_bytes(b"same bytes")
     (tmp_path / "c").write_bytes(b"other bytes")
-    assert file_digest(str(tmp_path / "a")) == file_digest(str(tmp_path / "b")) != file_digest(str(tmp_path / "c"))
+    assert content_digest(str(tmp_path / "a")) == content_digest(str(tmp_path / "b")) != content_digest(str(tmp_path / "c"))

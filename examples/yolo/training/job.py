@@ -21,7 +21,7 @@ from training.dataset import build_dataset
 from training.trainer import train_version
 from training.versions import TrainedVersions, Version, path_component
 from utils.files import exclusive
-from utils.models import registry
+from utils.inference import registry
 from utils.runtimes import remove_exports
 
 logger = logging.getLogger(__name__)

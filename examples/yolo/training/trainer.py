@@ -24,7 +24,7 @@ from label_studio_ml.parsing import env_int
 from training.dataset import CannotTrain, Dataset
 from training.versions import WEIGHTS_FILE, TrainedVersions, Version
 from utils.files import exclusive_if_free
-from utils.models import select_device
+from utils.inference import select_device
 
 logger = logging.getLogger(__name__)
 

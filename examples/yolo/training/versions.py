@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Protocol, Tuple
 
 from utils.files import exclusive
-from utils.models import model_root
+from utils.weights import model_root
 
 logger = logging.getLogger(__name__)
 

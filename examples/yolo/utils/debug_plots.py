@@ -9,7 +9,6 @@ it with what Label Studio shows separates model problems from label-mapping prob
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 from typing import Optional
@@ -17,6 +16,7 @@ from typing import Optional
 import cv2
 
 from label_studio_ml.parsing import env_bool, env_int
+from utils.files import safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ def save_debug_plot(result, control_name: str) -> Optional[str]:
     """Write `result.plot()` to a new file; its path, or None when that failed (logged: a debug
     aid never fails a prediction)."""
     directory = plots_dir()
-    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", control_name)[:60]
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_counter):06d}-{safe_name}.jpg"
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_counter):06d}-{safe_name(control_name, 60)}.jpg"
     path = os.path.join(directory, name)
     try:
         os.makedirs(directory, exist_ok=True)

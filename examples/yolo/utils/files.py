@@ -1,10 +1,43 @@
-"""Files several threads and processes (gunicorn workers, RQ workers) write: atomically, one
-writer at a time."""
+"""Files: written atomically and one writer at a time (threads, gunicorn and RQ workers share
+them), named safely, and known by their content."""
 
 import fcntl
+import hashlib
 import os
+import re
 import tempfile
+import threading
 from contextlib import contextmanager
+from typing import Dict, Optional, Tuple
+
+_digests: Dict[Tuple[str, int, int], str] = {}
+_digests_lock = threading.Lock()
+
+
+def content_digest(path: str) -> str:
+    """Hash of a file's content (BLAKE2b), remembered per (path, size, mtime) so a big file is
+    hashed once per process. Content, not path: a re-downloaded video keeps its cached features,
+    replaced weights get new exports."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    with _digests_lock:
+        known = _digests.get(key)
+    if known is not None:
+        return known
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    with _digests_lock:
+        _digests[key] = value
+    return value
+
+
+def safe_name(text: str, max_length: Optional[int] = None) -> str:
+    """`text` as a file name part: letters, digits, `_.-` only (`_` for the rest), never empty."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("._") or "_"
+    return name[:max_length] if max_length else name
 
 
 def atomic_write(path: str, write) -> None:

@@ -43,7 +43,7 @@ import numpy as np
 
 from label_studio_ml.exceptions import MLBackendError
 from label_studio_ml.parsing import env_bool
-from utils.files import atomic_write, exclusive
+from utils.files import atomic_write, content_digest, exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +104,6 @@ def half_precision(device: str) -> bool:
 
 def exports_dir() -> str:
     return os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "exports")
-
-
-def content_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 @contextmanager

@@ -7,13 +7,12 @@ Frames are 1-based and ranges inclusive in Label Studio; arrays here are 0-based
 import hashlib
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.files import atomic_write
+from utils.files import atomic_write, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +114,6 @@ def f1_accuracy(predicted: np.ndarray, truth: np.ndarray) -> Tuple[float, float]
     return float(f1), accuracy
 
 
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("._") or "_"
-
-
 def classifier_file_name(project: str, model_path: str, control: str) -> str:
     stem = os.path.splitext(os.path.basename(model_path))[0]
     return f"timelinelabels-{safe_name(project or 'none')}-{safe_name(stem)}-{safe_name(control)}.pkl"
@@ -137,7 +132,7 @@ def feature_cache_dir() -> str:
 def feature_cache_path(video_digest: str, model_digest: str, video_name: str = "", model_name: str = "") -> str:
     """Cache file of one (video content, model weights) pair; the readable prefix is for humans only."""
     key = hashlib.blake2b(f"{FEATURE_FORMAT}:{video_digest}:{model_digest}".encode(), digest_size=16).hexdigest()
-    prefix = "-".join(safe_name(os.path.splitext(n)[0])[:40] for n in (video_name, model_name) if n)
+    prefix = "-".join(safe_name(os.path.splitext(n)[0], 40) for n in (video_name, model_name) if n)
     return os.path.join(feature_cache_dir(), f"{prefix}-{key}.npy" if prefix else f"{key}.npy")
 
 

@@ -24,7 +24,7 @@ import yaml
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.parsing import parse_bool
 from utils.detections import Target
-from utils.models import resolve_in_root
+from utils.weights import resolve_in_root
 
 logger = logging.getLogger(__name__)
 

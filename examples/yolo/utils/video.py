@@ -6,12 +6,10 @@ header's figures up front and the number of frames it really decoded once it has
 Label Studio should get the decoded count, because predictions refer to decoded frames.
 """
 
-import hashlib
 import logging
 import math
 import os
-import threading
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator, List, Tuple
 
 import cv2
 import numpy as np
@@ -104,29 +102,6 @@ class VideoFrames:
         if self.header_frames and self.header_frames != self.frames_read:
             logger.warning("%s: the container says %d frames, %d were decoded; using %d",
                            self.name, self.header_frames, self.frames_read, self.frames_read)
-
-
-_digests: Dict[Tuple[str, int, int], str] = {}
-_digests_lock = threading.Lock()
-
-
-def file_digest(path: str) -> str:
-    """Content hash of a file (BLAKE2b), remembered per (path, size, mtime) so a big video is
-    hashed once per process. Content, not path, so a re-downloaded copy keeps its cache entries."""
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    with _digests_lock:
-        known = _digests.get(key)
-    if known is not None:
-        return known
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with _digests_lock:
-        _digests[key] = value
-    return value
 
 
 def frame_rate_attr(object_tag, default: float = DEFAULT_FPS) -> float:
