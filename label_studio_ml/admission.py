@@ -7,7 +7,7 @@ a fast 503 + `Retry-After`, and `/metrics` shows the queue.
 
 `/predict` and `/train` are admitted before their body is read, and the admitted requests
 (reading, waiting or running) never exceed `max_running + max_waiting`: sized below the server's
-thread count (`gate_from_env`), that leaves threads for `/health` and `/setup` however many
+thread count (`gate_from_settings`), that leaves threads for `/health` and `/setup` however many
 predictions run or wait, and however many of those clients send their body slowly (each body has
 REQUEST_BODY_TIMEOUT). Not covered: clients stalled in their headers (gunicorn reads headers with
 no time limit) or many slow non-admitted requests (`/setup`, `/webhook`) each hold a thread until
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Optional
 
 from .exceptions import Overloaded
-from .parsing import env_float, env_int
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -148,33 +148,37 @@ class InferenceGate:
             }
 
 
-def reserved_threads() -> int:
-    return max(1, env_int("RESERVED_THREADS", 2))
+# Threads a gunicorn_config.py server runs at the least (THREADS may ask for more).
+MIN_SERVER_THREADS = 8
 
 
-def server_threads() -> int:
+def reserved_threads(settings: Settings) -> int:
+    return max(1, settings.reserved_threads)
+
+
+def server_threads(settings: Settings) -> int:
     """Threads a server process needs so that every request the gate admits (`PREDICT_CONCURRENCY`
     running plus `PREDICT_QUEUE_SIZE` waiting) still leaves `RESERVED_THREADS` for `/health` and
-    `/setup`: at least that, or `THREADS` when larger (gunicorn_config.py serves with it)."""
-    needed = env_int("PREDICT_CONCURRENCY", 4) + env_int("PREDICT_QUEUE_SIZE", 64) + reserved_threads()
-    return max(env_int("THREADS", 8), needed)
+    `/setup`: at least that, or `THREADS` (default 8) when larger (gunicorn_config.py serves with it)."""
+    needed = settings.predict_concurrency + settings.predict_queue_size + reserved_threads(settings)
+    return max(settings.threads or MIN_SERVER_THREADS, needed)
 
 
-def gate_from_env() -> InferenceGate:
+def gate_from_settings(settings: Settings) -> InferenceGate:
     """The gate sized by `PREDICT_CONCURRENCY` (4), `PREDICT_QUEUE_SIZE` (64) and
     `PREDICT_QUEUE_TIMEOUT` (90 s), capped so that admitted requests leave `RESERVED_THREADS` (2)
-    of the server's `THREADS` free for `/health` and `/setup` (no cap when `THREADS` is unknown,
-    e.g. under Flask's development server, which starts a thread per connection)."""
-    running = env_int("PREDICT_CONCURRENCY", 4)
-    waiting = env_int("PREDICT_QUEUE_SIZE", 64)
-    threads = env_int("THREADS", 0)
+    of the server's threads (`settings.threads`, which gunicorn_config.py gives each worker) free
+    for `/health` and `/setup` (no cap when that is unknown, e.g. under Flask's development server,
+    which starts a thread per connection)."""
+    running = settings.predict_concurrency
+    waiting = settings.predict_queue_size
+    threads = settings.threads
     if threads > 0:
-        held = max(1, threads - reserved_threads())
+        held = max(1, threads - reserved_threads(settings))
         if running + waiting > held:
             logger.warning("THREADS=%d: at most %d requests predict or wait at once (fewer than PREDICT_CONCURRENCY "
                            "+ PREDICT_QUEUE_SIZE), so that %d threads stay free for /health and /setup",
                            threads, held, threads - held)
         running = min(running, held)
         waiting = min(waiting, held - running)
-    return InferenceGate(max_running=running, max_waiting=waiting,
-                         wait_timeout=env_float("PREDICT_QUEUE_TIMEOUT", 90.0))
+    return InferenceGate(max_running=running, max_waiting=waiting, wait_timeout=settings.predict_queue_timeout)

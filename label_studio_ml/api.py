@@ -8,7 +8,6 @@ instance, shapes answers the way Label Studio stores them, and turns every failu
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 import traceback
@@ -17,8 +16,8 @@ from typing import Any, Dict, List, Optional, Type
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .admission import gate_from_env
 from . import jobs
+from .admission import gate_from_settings
 from .exceptions import BadRequest, MLBackendError, NotFound, Overloaded, PayloadTooLarge, Unauthorized
 from .isolation import TaskFailed, run_isolated
 from .label_studio_api import confirmed_annotation_event
@@ -26,8 +25,9 @@ from .media import check_label_studio_connection, valid_label_studio_url
 from .metrics import RequestMetrics, to_prometheus
 from .model import LabelStudioMLBase
 from .request_body import parse_json_object, read_body, refuse_body
+from .parsing import project_id_from
 from .response import normalize_predictions, task_error
-from .parsing import env_bool, env_int, project_id_from
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ ADMITTED_ENDPOINTS = ("predict", "train")
 # `model.predict(tasks, context=..., **params)`: params may not name its positional arguments
 # (`context` is taken out of params and passed by name).
 PREDICT_ARGUMENTS = frozenset({"self", "tasks"})
-
-
-def _json_body() -> Dict[str, Any]:
-    """The request's JSON object, read within a deadline and with a nesting limit (request_body.py)."""
-    return parse_json_object(read_body(request))
 
 
 def _error(status: int, detail: str, headers: Optional[dict] = None, tb: Optional[str] = None) -> Response:
@@ -69,29 +64,38 @@ def _task_problem(task: Any, index: int) -> Optional[str]:
 class MLServer:
     """Request handling bound to one model class; `init_app` wires it into Flask."""
 
-    def __init__(self, model_class: Type[LabelStudioMLBase], basic_auth_user=None, basic_auth_pass=None, model_kwargs=None):
+    def __init__(self, model_class: Type[LabelStudioMLBase], settings: Settings, model_kwargs=None):
         self.model_class = model_class
+        self.settings = settings
         self.model_kwargs = model_kwargs or {}
-        self.auth_user = basic_auth_user or os.getenv("BASIC_AUTH_USER")
-        self.auth_pass = basic_auth_pass or os.getenv("BASIC_AUTH_PASS")
         self.metrics = RequestMetrics()
-        self.gate = gate_from_env()
-        self.debug = False
+        self.gate = gate_from_settings(settings)
+
+    def serve_on_threads(self, threads: int) -> None:
+        """The server runs this app on `threads` threads (gunicorn_support.py tells each gunicorn
+        worker, before it serves): size the gate so that `RESERVED_THREADS` of them stay free."""
+        self.settings = self.settings.replace(threads=threads)
+        self.gate = gate_from_settings(self.settings)
 
     # ----- helpers -----------------------------------------------------------------------------
     def new_model(self, project, label_config=None) -> LabelStudioMLBase:
-        return self.model_class(project_id=project_id_from(project), label_config=label_config, **self.model_kwargs)
+        return self.model_class(project_id=project_id_from(project), label_config=label_config, settings=self.settings,
+                                **self.model_kwargs)
+
+    def _json_body(self) -> Dict[str, Any]:
+        """The request's JSON object, read within a deadline and with a nesting limit (request_body.py)."""
+        return parse_json_object(read_body(request, self.settings), self.settings.max_json_depth)
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.auth_user and self.auth_pass)
+        return bool(self.settings.basic_auth_user and self.settings.basic_auth_pass)
 
     def authenticated(self) -> bool:
         auth = request.authorization
         if not auth or auth.type != "basic":
             return False
-        user_ok = hmac.compare_digest((auth.username or "").encode(), self.auth_user.encode())
-        pass_ok = hmac.compare_digest((auth.password or "").encode(), self.auth_pass.encode())
+        user_ok = hmac.compare_digest((auth.username or "").encode(), self.settings.basic_auth_user.encode())
+        pass_ok = hmac.compare_digest((auth.password or "").encode(), self.settings.basic_auth_pass.encode())
         return user_ok and pass_ok
 
     # ----- endpoints ---------------------------------------------------------------------------
@@ -101,7 +105,7 @@ class MLServer:
         return jsonify(body)
 
     def setup(self):
-        data = _json_body()
+        data = self._json_body()
         if "project" not in data:
             raise BadRequest("'project' is required")
         schema = data.get("schema")
@@ -123,7 +127,7 @@ class MLServer:
         """One entry in `results` per task, in order. A problem with a task (no `data`, missing
         media, the model failing on it) is reported in that task's entry, whatever the number of
         tasks; only a bad request or a labeling config that cannot be served fails the request."""
-        data = _json_body()
+        data = self._json_body()
         tasks = data.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("'tasks' must be a list of tasks")
@@ -149,7 +153,7 @@ class MLServer:
                                  "(Label Studio does when a model is connected) or send 'label_config' with /predict")
             version = str(model.model_version)
             valid = [task for task, problem in zip(tasks, problems) if not problem]
-            queued = self._enqueue_long_tasks(model, valid, params, version) if jobs.enabled() else {}
+            queued = self._enqueue_long_tasks(model, valid, params, version) if jobs.enabled(self.settings) else {}
             now = [task for task in valid if id(task) not in queued]
             predictions = self._predict_in_turns(model, now, context, params, version)
 
@@ -179,7 +183,7 @@ class MLServer:
             if not model.runs_in_background(task):
                 continue
             job_id = jobs.enqueue(
-                jobs.run_prediction_job, reference, model.project_id, model.label_config, [task], params,
+                self.settings, jobs.run_prediction_job, reference, model.project_id, model.label_config, [task], params,
                 job_id=jobs.stable_job_id("predict", model.project_id, task.get("id"), version, model.label_config),
                 description=f"predict task {task.get('id')} of project {model.project_id}",
             )
@@ -190,7 +194,7 @@ class MLServer:
         """Predict `tasks` in chunks of `PREDICT_CHUNK_SIZE` (32): between chunks the gate lets
         requests that wait run first, so a request of 10,000 tasks neither starves the others nor
         holds more than one chunk's media at a time."""
-        size = max(1, env_int("PREDICT_CHUNK_SIZE", 32))
+        size = max(1, self.settings.predict_chunk_size)
         predictions = []
         for start in range(0, len(tasks), size):
             if start:
@@ -210,7 +214,7 @@ class MLServer:
         return normalize_predictions(model.predict(tasks, context=context, **params), version)
 
     def webhook(self, default_event: Optional[str] = None):
-        data = _json_body()
+        data = self._json_body()
         if default_event is None:
             event = data.pop("action", None)
             if not isinstance(event, str):
@@ -223,7 +227,7 @@ class MLServer:
         if self.auth_enabled and not g.authenticated:
             if event not in UNAUTHENTICATED_WEBHOOK_EVENTS:
                 raise Unauthorized("Authentication required")
-            data = confirmed_annotation_event(event, data)
+            data = confirmed_annotation_event(self.settings, event, data)
 
         project = data.get("project")
         if isinstance(project, dict):
@@ -235,9 +239,10 @@ class MLServer:
         if label_config is not None and not isinstance(label_config, str):
             raise BadRequest("'label_config' must be the labeling config XML string")
 
-        if event == "START_TRAINING" and jobs.enabled() and not self.model_class.TRAINS_IN_BACKGROUND:
-            job_id = jobs.enqueue(jobs.run_fit_job, jobs.model_reference(self.model_class), str(project_id_from(project_id)),
-                                  label_config, event, data, description=f"train project {project_id}")
+        if event == "START_TRAINING" and jobs.enabled(self.settings) and not self.model_class.TRAINS_IN_BACKGROUND:
+            job_id = jobs.enqueue(self.settings, jobs.run_fit_job, jobs.model_reference(self.model_class),
+                                  str(project_id_from(project_id)), label_config, event, data,
+                                  description=f"train project {project_id}")
             return jsonify({"result": {"job_id": job_id, "status": "queued"}, "status": "ok"}), 201
         model = self.new_model(project_id, label_config)
         if g.authenticated or not self.auth_enabled:
@@ -265,12 +270,12 @@ class MLServer:
     def versions(self):
         project = request.args.get("project")
         if project is None and request.content_length:
-            project = _json_body().get("project")
+            project = self._json_body().get("project")
         model = self.new_model(project)
         return jsonify({"versions": [str(v) for v in model.available_versions()]})
 
     def job(self, job_id: str):
-        status = jobs.job_status(job_id)
+        status = jobs.job_status(self.settings, job_id)
         if status is None:
             raise NotFound(f"No job {job_id}")
         return jsonify(status)
@@ -284,9 +289,9 @@ class MLServer:
         )
         if wants_text:
             return Response(to_prometheus(snapshot, gauges), mimetype="text/plain; version=0.0.4")
-        if jobs.enabled():
+        if jobs.enabled(self.settings):
             try:
-                snapshot.update(jobs.queue_figures())
+                snapshot.update(jobs.queue_figures(self.settings))
             except Exception as exc:  # metrics must answer even when Redis does not
                 snapshot["jobs_error"] = f"{type(exc).__name__}: {exc}"
         snapshot.update(gauges)
@@ -296,17 +301,23 @@ class MLServer:
 
 
 def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str] = None,
-             basic_auth_pass: Optional[str] = None, model_kwargs: Optional[dict] = None) -> Flask:
-    """Build the Flask app serving `model_class`.
+             basic_auth_pass: Optional[str] = None, model_kwargs: Optional[dict] = None,
+             settings: Optional[Settings] = None) -> Flask:
+    """Build the Flask app serving `model_class` with `settings` (default: the model class's
+    `default_settings()`), which every model instance, the store, media downloads, jobs and the
+    admission gate get; `model_kwargs` are passed to every model instance too.
 
-    Basic auth (arguments, else `BASIC_AUTH_USER`/`BASIC_AUTH_PASS`) then guards every endpoint,
-    except that Label Studio's annotation webhooks, which it sends without credentials, may reach
-    `fit` (their answer carries no result), with what Label Studio's API confirms of them when the
-    backend knows Label Studio (label_studio_api.py). `model_kwargs` are passed to every model instance.
+    Basic auth (arguments, else the settings' `BASIC_AUTH_USER`/`BASIC_AUTH_PASS`) then guards every
+    endpoint, except that Label Studio's annotation webhooks, which it sends without credentials, may
+    reach `fit` (their answer carries no result), with what Label Studio's API confirms of them when
+    the backend knows Label Studio (label_studio_api.py).
     """
-    server = MLServer(model_class, basic_auth_user, basic_auth_pass, model_kwargs)
+    settings = settings or model_class.default_settings()
+    settings = settings.replace(basic_auth_user=basic_auth_user or settings.basic_auth_user,
+                                basic_auth_pass=basic_auth_pass or settings.basic_auth_pass)
+    server = MLServer(model_class, settings, model_kwargs)
     app = Flask(model_class.__name__ + "-ml-backend")
-    app.config["MAX_CONTENT_LENGTH"] = env_int("MAX_REQUEST_MB", 100) * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_mb * 1024 * 1024
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["ml_server"] = server
 
@@ -332,7 +343,7 @@ def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str
         if server.auth_enabled and not g.authenticated:
             if request.path != "/webhook":
                 return _error(401, "Authentication required", {"WWW-Authenticate": 'Basic realm="Login required"'})
-            limit = env_int("WEBHOOK_MAX_MB_UNAUTHENTICATED", 10) * 1024 * 1024
+            limit = server.settings.webhook_max_mb_unauthenticated * 1024 * 1024
             if (request.content_length or 0) > limit:  # an annotation event is a few KB
                 refuse_body(request)
                 raise PayloadTooLarge(f"An unauthenticated webhook body may hold {limit // (1024 * 1024)} MB at most "
@@ -374,10 +385,10 @@ def init_app(model_class: Type[LabelStudioMLBase], basic_auth_user: Optional[str
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         logger.error("%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc, exc_info=exc)
-        tb = traceback.format_exc() if server.debug or app.debug else None
+        tb = traceback.format_exc() if server.settings.debug else None
         return _error(500, f"Internal error: {type(exc).__name__}: {exc}", tb=tb)
 
-    if env_bool("LABEL_STUDIO_CHECK", True):
-        threading.Thread(target=lambda: logger.info(check_label_studio_connection()), daemon=True,
+    if settings.label_studio_check:
+        threading.Thread(target=lambda: logger.info(check_label_studio_connection(settings)), daemon=True,
                          name="label-studio-check").start()
     return app

@@ -27,40 +27,36 @@ import threading
 import uuid
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .cache import get_store
-from .parsing import env_bool, env_int
+from .settings import Settings
+from .store import open_store
 
 logger = logging.getLogger(__name__)
 
-QUEUE_NAME = os.getenv("JOBS_QUEUE", "label-studio-ml")
 _ACTIVE_STATES = ("queued", "started", "deferred", "scheduled")
 _queues: Dict[tuple, Any] = {}
 _queues_lock = threading.Lock()
 # In-process jobs (no BACKGROUND_JOBS): records in the store under this project name.
 THREAD_JOBS_PROJECT = "_jobs"
-_thread_job_id: ContextVar[Optional[str]] = ContextVar("thread_job_id", default=None)
+# The in-process job this code runs in: the settings of the server that submitted it, and its id.
+_thread_job: ContextVar[Optional[Tuple[Settings, str]]] = ContextVar("thread_job", default=None)
 
 
-def enabled() -> bool:
-    return env_bool("BACKGROUND_JOBS", False)
+def enabled(settings: Settings) -> bool:
+    return settings.background_jobs
 
 
-def redis_url() -> str:
-    return os.getenv("REDIS_URL", "redis://localhost:6379/0")
-
-
-def get_queue(name: str = QUEUE_NAME):
-    """The RQ queue `name` on `REDIS_URL` (one per URL, name and process)."""
+def get_queue(settings: Settings, name: Optional[str] = None):
+    """The RQ queue `name` (default `JOBS_QUEUE`) on `REDIS_URL` (one per URL, name and process)."""
     from redis import Redis
     from rq import Queue
 
-    key = (redis_url(), name)
+    url, name = settings.redis_url, name or settings.jobs_queue
     with _queues_lock:
-        if key not in _queues:
-            _queues[key] = Queue(name, connection=Redis.from_url(key[0], socket_timeout=10))
-        return _queues[key]
+        if (url, name) not in _queues:
+            _queues[url, name] = Queue(name, connection=Redis.from_url(url, socket_timeout=10))
+        return _queues[url, name]
 
 
 def model_reference(model_class: type) -> str:
@@ -79,15 +75,15 @@ def stable_job_id(kind: str, *parts: Any) -> str:
     return f"{kind}-{digest}"
 
 
-def enqueue(func, *args, job_id: Optional[str] = None, description: str = "", queue_name: str = QUEUE_NAME,
-            retries: Optional[int] = None, timeout: Optional[int] = None) -> str:
+def enqueue(settings: Settings, func, *args, job_id: Optional[str] = None, description: str = "",
+            queue_name: Optional[str] = None, retries: Optional[int] = None, timeout: Optional[int] = None) -> str:
     """Enqueue `func(*args)` unless a job with `job_id` is already waiting, running or done.
-    Defaults: `JOB_RETRIES` retries, `JOB_TIMEOUT` seconds."""
+    Defaults: the `JOBS_QUEUE` queue, `JOB_RETRIES` retries, `JOB_TIMEOUT` seconds."""
     from rq import Retry
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    queue = get_queue(queue_name)
+    queue = get_queue(settings, queue_name)
     if job_id:
         try:
             existing = Job.fetch(job_id, connection=queue.connection)
@@ -95,24 +91,24 @@ def enqueue(func, *args, job_id: Optional[str] = None, description: str = "", qu
                 return job_id
         except NoSuchJobError:
             pass
-    retries = env_int("JOB_RETRIES", 2) if retries is None else retries
+    retries = settings.job_retries if retries is None else retries
     job = queue.enqueue(
         func, *args, job_id=job_id, description=description,
         retry=Retry(max=retries, interval=[10, 60, 300][:max(retries, 1)]) if retries > 0 else None,
-        job_timeout=timeout or env_int("JOB_TIMEOUT", 3600), result_ttl=env_int("JOB_RESULT_TTL", 7 * 24 * 3600),
-        failure_ttl=env_int("JOB_RESULT_TTL", 7 * 24 * 3600),
+        job_timeout=timeout or settings.job_timeout, result_ttl=settings.job_result_ttl,
+        failure_ttl=settings.job_result_ttl,
     )
-    logger.info("Enqueued job %s on %s: %s", job.id, queue_name, description)
+    logger.info("Enqueued job %s on %s: %s", job.id, queue.name, description)
     return job.id
 
 
-def job_status(job_id: str) -> Optional[dict]:
+def job_status(settings: Settings, job_id: str) -> Optional[dict]:
     """`{"id", "status", "description", ..., "progress", "result" | "error"}` of a job run in this
     deployment (an in-process one, or with `BACKGROUND_JOBS` an RQ one); None if unknown."""
-    record = _thread_job(job_id)
-    if record is not None or not enabled():
+    record = _thread_job_record(settings, job_id)
+    if record is not None or not enabled(settings):
         return record
-    return _rq_job_status(job_id)
+    return _rq_job_status(settings, job_id)
 
 
 def is_active(status: Optional[dict]) -> bool:
@@ -120,12 +116,12 @@ def is_active(status: Optional[dict]) -> bool:
     return bool(status) and status["status"] in _ACTIVE_STATES
 
 
-def _rq_job_status(job_id: str) -> Optional[dict]:
+def _rq_job_status(settings: Settings, job_id: str) -> Optional[dict]:
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
     try:
-        job = Job.fetch(job_id, connection=get_queue().connection)
+        job = Job.fetch(job_id, connection=get_queue(settings).connection)
     except NoSuchJobError:
         return None
     status = job.get_status()
@@ -146,27 +142,29 @@ def _rq_job_status(job_id: str) -> Optional[dict]:
 
 # ----- work that never runs in a request ----------------------------------------------------------
 
-def submit(func: Callable, *args, description: str = "", queue_name: str = QUEUE_NAME, retries: int = 0,
-           timeout: Optional[int] = None) -> str:
+def submit(settings: Settings, func: Callable, *args, description: str = "", queue_name: Optional[str] = None,
+           retries: int = 0, timeout: Optional[int] = None) -> str:
     """Run `func(*args)` in the background and return its job id at once: an RQ job on
-    `queue_name` with `BACKGROUND_JOBS` (a worker imports `func` by name), else a daemon thread
-    of this process. `func` may call `report_progress`; its return value is the job's result."""
-    if enabled():
-        return enqueue(func, *args, description=description, queue_name=queue_name, retries=retries, timeout=timeout)
+    `queue_name` (default `JOBS_QUEUE`) with `BACKGROUND_JOBS` (a worker imports `func` by name),
+    else a daemon thread of this process. `func` may call `report_progress`; its return value is
+    the job's result."""
+    if enabled(settings):
+        return enqueue(settings, func, *args, description=description, queue_name=queue_name, retries=retries,
+                       timeout=timeout)
     job_id = f"thread-{uuid.uuid4().hex[:20]}"
-    _save_thread_job({"id": job_id, "status": "queued", "description": description, "enqueued_at": _now(),
-                      "started_at": None, "ended_at": None, "progress": None, "host": socket.gethostname(),
-                      "pid": os.getpid(), "pid_started": process_start(os.getpid())})
-    threading.Thread(target=_run_thread_job, args=(job_id, func, args), daemon=True, name=job_id).start()
+    _save_thread_job(settings, {"id": job_id, "status": "queued", "description": description, "enqueued_at": _now(),
+                                "started_at": None, "ended_at": None, "progress": None, "host": socket.gethostname(),
+                                "pid": os.getpid(), "pid_started": process_start(os.getpid())})
+    threading.Thread(target=_run_thread_job, args=(settings, job_id, func, args), daemon=True, name=job_id).start()
     logger.info("Started job %s in this process: %s", job_id, description)
     return job_id
 
 
 def report_progress(update: dict) -> None:
     """Merge `update` into the progress of the job this code runs in (nothing outside a job)."""
-    job_id = _thread_job_id.get()
-    if job_id is not None:
-        _update_thread_job(job_id, lambda record: record.update(progress={**(record.get("progress") or {}), **update}))
+    current = _thread_job.get()
+    if current is not None:
+        _update_thread_job(*current, lambda record: record.update(progress={**(record.get("progress") or {}), **update}))
         return
     from rq import get_current_job
 
@@ -180,9 +178,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_thread_job(job_id: str, func: Callable, args: tuple) -> None:
-    _thread_job_id.set(job_id)
-    _update_thread_job(job_id, lambda record: record.update(status="started", started_at=_now()))
+def _run_thread_job(settings: Settings, job_id: str, func: Callable, args: tuple) -> None:
+    _thread_job.set((settings, job_id))
+    _update_thread_job(settings, job_id, lambda record: record.update(status="started", started_at=_now()))
     try:
         result = func(*args)
     except Exception as exc:
@@ -190,26 +188,26 @@ def _run_thread_job(job_id: str, func: Callable, args: tuple) -> None:
         outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     else:
         outcome = {"status": "finished", "result": json.loads(json.dumps(result, default=str))}
-    _update_thread_job(job_id, lambda record: record.update(outcome, ended_at=_now()))
+    _update_thread_job(settings, job_id, lambda record: record.update(outcome, ended_at=_now()))
 
 
 _thread_jobs_lock = threading.Lock()
 
 
-def _update_thread_job(job_id: str, change: Callable[[dict], None]) -> None:
+def _update_thread_job(settings: Settings, job_id: str, change: Callable[[dict], None]) -> None:
     with _thread_jobs_lock:  # only this process writes the records of its own threads
-        record = _thread_job(job_id)
+        record = _thread_job_record(settings, job_id)
         change(record)
-        _save_thread_job(record)
+        _save_thread_job(settings, record)
 
 
-def _save_thread_job(record: dict) -> None:
-    get_store().set(THREAD_JOBS_PROJECT, f"job:{record['id']}", json.dumps(record))
+def _save_thread_job(settings: Settings, record: dict) -> None:
+    open_store(settings).set(THREAD_JOBS_PROJECT, f"job:{record['id']}", json.dumps(record))
 
 
-def _thread_job(job_id: str) -> Optional[dict]:
+def _thread_job_record(settings: Settings, job_id: str) -> Optional[dict]:
     """The record of an in-process job; one whose process is gone while it ran reads as failed."""
-    text = get_store().get(THREAD_JOBS_PROJECT, f"job:{job_id}")
+    text = open_store(settings).get(THREAD_JOBS_PROJECT, f"job:{job_id}")
     if not text:
         return None
     record = json.loads(text)
@@ -244,8 +242,8 @@ def _process_alive(pid: Optional[int], started: Optional[str]) -> bool:
     return started is None or process_start(pid) == started
 
 
-def queue_figures() -> dict:
-    queue = get_queue()
+def queue_figures(settings: Settings) -> dict:
+    queue = get_queue(settings)
     return {
         "jobs_queued": queue.count,
         "jobs_started": queue.started_job_registry.count,
@@ -254,26 +252,29 @@ def queue_figures() -> dict:
     }
 
 
-# ----- run on the worker -----------------------------------------------------------------------
+# ----- run on the worker (or, submitted without BACKGROUND_JOBS, on a thread of the server) ---------
 
-def _label_studio_client():
-    from .label_studio_api import label_studio_client
-
-    client = label_studio_client()
-    if client is None:
-        raise RuntimeError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set on the worker to upload predictions")
-    return client
+def _new_model(model_ref: str, project_id: str, label_config: Optional[str]):
+    """A new instance of the model class for the project, with the settings of the server that
+    submitted the work when it runs on a thread of that server, else (on an RQ worker) with the
+    class's `default_settings()`."""
+    current = _thread_job.get()
+    return load_model_class(model_ref)(project_id=project_id, label_config=label_config,
+                                       settings=current[0] if current else None)
 
 
 def run_prediction_job(model_ref: str, project_id: str, label_config: Optional[str], tasks: List[dict],
                        params: dict) -> dict:
     """Predict `tasks` and upload each prediction to Label Studio. Upload failures raise (RQ retries)."""
+    from .label_studio_api import label_studio_client
     from .response import normalize_predictions
 
-    model = load_model_class(model_ref)(project_id=project_id, label_config=label_config)
+    model = _new_model(model_ref, project_id, label_config)
     version = str(model.model_version)
     predictions = normalize_predictions(model.predict(tasks, context=None, **params), version)
-    client = _label_studio_client()
+    client = label_studio_client(model.settings)
+    if client is None:
+        raise RuntimeError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set on the worker to upload predictions")
     uploaded, errors = 0, {}
     for task, prediction in zip(tasks, predictions):
         if prediction.get("error"):
@@ -288,19 +289,27 @@ def run_prediction_job(model_ref: str, project_id: str, label_config: Optional[s
 
 
 def run_fit_job(model_ref: str, project_id: str, label_config: Optional[str], event: str, data: dict) -> Any:
-    model = load_model_class(model_ref)(project_id=project_id, label_config=label_config)
-    return model.fit(event, data)
+    return _new_model(model_ref, project_id, label_config).fit(event, data)
 
 
 def run_model_method(model_ref: str, project_id: str, label_config: Optional[str], method: str, *args) -> Any:
     """`<method>(*args)` of a new instance of the model class for the project (see `submit_model_method`)."""
-    model = load_model_class(model_ref)(project_id=project_id, label_config=label_config)
-    return getattr(model, method)(*args)
+    return getattr(_new_model(model_ref, project_id, label_config), method)(*args)
 
 
 def submit_model_method(model, method: str, *args, **options) -> str:
-    """`submit` a call of `model.<method>(*args)`, made on a new instance for the model's project
-    and labeling config (on a worker, or a thread: never the request's instance). `options` as
-    for `submit`."""
-    return submit(run_model_method, model_reference(type(model)), model.project_id, model.label_config, method,
-                  *args, **options)
+    """`submit` (with `model.settings`) a call of `model.<method>(*args)`, made on a new instance for
+    the model's project and labeling config (on a worker, or a thread: never the request's
+    instance). On a thread of this process the new instance is built as the request's was (its
+    settings and the server's `model_kwargs`); an RQ worker builds it with the class's defaults.
+    `options` as for `submit`."""
+    if enabled(model.settings):
+        return submit(model.settings, run_model_method, model_reference(type(model)), model.project_id,
+                      model.label_config, method, *args, **options)
+
+    def call_on_new_instance():
+        instance = type(model)(project_id=model.project_id, label_config=model.label_config, settings=model.settings,
+                               **model.kwargs)
+        return getattr(instance, method)(*args)
+
+    return submit(model.settings, call_on_new_instance, **options)

@@ -21,8 +21,7 @@ import re
 from typing import Any, List, Optional
 
 from .exceptions import BadRequest, FailedDependency, Forbidden
-from .media import label_studio_api_key, label_studio_url
-from .parsing import env_float
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +29,13 @@ logger = logging.getLogger(__name__)
 MAX_CHECKED_DELETIONS = 10
 
 
-def label_studio_client(timeout: float = 60.0):
-    """An SDK client for the configured Label Studio (one per URL, key and timeout, reused), or
-    None when URL or API key is missing. Legacy tokens and Personal Access Tokens both work (the
+def label_studio_client(settings: Settings, timeout: float = 60.0):
+    """An SDK client for the Label Studio of the settings (one per URL, key and timeout, reused),
+    or None when URL or API key is missing. Legacy tokens and Personal Access Tokens both work (the
     SDK refreshes the latter)."""
-    base_url, api_key = label_studio_url(), label_studio_api_key()
-    if not base_url or not api_key:
+    if not settings.label_studio_url or not settings.label_studio_api_key:
         return None
-    return _client(base_url, api_key, timeout)
+    return _client(settings.label_studio_url, settings.label_studio_api_key, timeout)
 
 
 @functools.lru_cache(maxsize=8)
@@ -51,11 +49,11 @@ def _as_dict(item: Any) -> dict:
     return item.model_dump(mode="json") if hasattr(item, "model_dump") else dict(item)
 
 
-def annotated_tasks(project_id, page_size: int = 100) -> List[dict]:
+def annotated_tasks(settings: Settings, project_id, page_size: int = 100) -> List[dict]:
     """Every annotated task of the project, with its annotations, as Label Studio's API holds them
     (cloud storage URIs as stored, like webhooks carry them). FailedDependency when the backend
     does not know Label Studio."""
-    client = label_studio_client()
+    client = label_studio_client(settings)
     if client is None:
         raise FailedDependency("Set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (legacy token or Personal Access "
                                "Token) where the training runs: the annotations are read from Label Studio's API")
@@ -70,7 +68,7 @@ def annotated_tasks(project_id, page_size: int = 100) -> List[dict]:
             return tasks
 
 
-def _fetch(what: str, getter, object_id, **query) -> Optional[dict]:
+def _fetch(settings: Settings, what: str, getter, object_id, **query) -> Optional[dict]:
     """The object from Label Studio, None if it answers 404; 424 when it cannot be asked (the
     details go to the log, not to the unauthenticated caller)."""
     from label_studio_sdk.core.api_error import ApiError
@@ -84,7 +82,8 @@ def _fetch(what: str, getter, object_id, **query) -> Optional[dict]:
         failure = f"HTTP {exc.status_code}"
     except Exception as exc:  # connection refused, timeout, ...
         failure = type(exc).__name__
-        logger.warning("Label Studio at %s could not be asked for %s %s: %s", label_studio_url(), what, object_id, exc)
+        logger.warning("Label Studio at %s could not be asked for %s %s: %s", settings.label_studio_url, what, object_id,
+                       exc)
     raise FailedDependency(f"Label Studio could not be asked for {what} {object_id} ({failure}); "
                            "the webhook cannot be confirmed")
 
@@ -99,10 +98,10 @@ def _object_id(value: Any, what: str) -> int:
     raise BadRequest(f"Webhook body must carry the {what}'s numeric 'id'")
 
 
-def confirmed_annotation_event(event: str, data: dict) -> dict:
+def confirmed_annotation_event(settings: Settings, event: str, data: dict) -> dict:
     """`data` of an unauthenticated annotation webhook, with its annotation, task and project
     replaced by what Label Studio's API holds (see the module docstring)."""
-    client = label_studio_client(timeout=env_float("MEDIA_READ_TIMEOUT", 30.0))
+    client = label_studio_client(settings, timeout=settings.media_read_timeout)
     if client is None:
         logger.warning("Refused an unauthenticated %s webhook: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
                        "so that the backend can confirm such webhooks with Label Studio", event)
@@ -115,23 +114,23 @@ def confirmed_annotation_event(event: str, data: dict) -> dict:
             raise BadRequest("ANNOTATIONS_DELETED must carry 'annotations', a list of {'id': ...}")
         ids = [_object_id(annotation, "annotation") for annotation in annotations]
         for annotation_id in ids[:MAX_CHECKED_DELETIONS]:
-            if _fetch("annotation", client.annotations.get, annotation_id) is not None:
+            if _fetch(settings, "annotation", client.annotations.get, annotation_id) is not None:
                 raise Forbidden(f"Label Studio still holds annotation {annotation_id}: deletion not confirmed")
         confirmed = {"annotations": [{"id": annotation_id} for annotation_id in ids]}
         project_id = _object_id(data.get("project"), "project")
     else:
         annotation_id = _object_id(data.get("annotation"), "annotation")
-        annotation = _fetch("annotation", client.annotations.get, annotation_id)
+        annotation = _fetch(settings, "annotation", client.annotations.get, annotation_id)
         if annotation is None:
             raise Forbidden(f"Label Studio has no annotation {annotation_id}: webhook not confirmed")
         # resolve_uri=false: cloud storage URIs as stored (s3://...), as the webhook carries them,
         # not Label Studio's relative /tasks/<id>/resolve/ proxy links
-        task = _fetch("task", client.tasks.get, str(_object_id(annotation.get("task"), "task")), resolve_uri=False)
+        task = _fetch(settings, "task", client.tasks.get, str(_object_id(annotation.get("task"), "task")), resolve_uri=False)
         if task is None:
             raise Forbidden(f"Label Studio has no task for annotation {annotation_id}: webhook not confirmed")
         confirmed = {"annotation": annotation, "task": task}
         project_id = _object_id(annotation.get("project") or task.get("project"), "project")
-    project = _fetch("project", client.projects.get, project_id)
+    project = _fetch(settings, "project", client.projects.get, project_id)
     if project is None:
         raise Forbidden(f"Label Studio has no project {project_id}: webhook not confirmed")
     logger.info("%s for project %s confirmed by Label Studio", event, project_id)

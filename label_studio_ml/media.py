@@ -27,20 +27,12 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .exceptions import FailedDependency, MLBackendError, NotFound, PayloadTooLarge, TaskDataError
-from .parsing import env_float, env_int
+from .settings import Settings
+from .watchdog import WATCHDOG
 
 logger = logging.getLogger(__name__)
 
 _URI_PREFIXES = ("upload", "/upload", "/data/", "/storage-data/", "s3:", "gs:", "azure-blob:", "http://", "https://")
-
-
-def label_studio_url() -> str:
-    """`LABEL_STUDIO_URL` (alias `LABEL_STUDIO_HOST`), without a trailing slash."""
-    return (os.getenv("LABEL_STUDIO_URL") or os.getenv("LABEL_STUDIO_HOST") or "").strip().rstrip("/")
-
-
-def label_studio_api_key() -> str:
-    return (os.getenv("LABEL_STUDIO_API_KEY") or os.getenv("LABEL_STUDIO_ACCESS_TOKEN") or "").strip()
 
 
 def url_problems(url: str) -> list:
@@ -75,14 +67,14 @@ class _TokenExchange:
         self._lock = threading.Lock()
         self._cache = {}  # (base_url, refresh token) -> (access token, expires_at)
 
-    def access_token(self, base_url: str, refresh_token: str, force: bool = False) -> str:
+    def access_token(self, base_url: str, refresh_token: str, timeout: Tuple[float, float], force: bool = False) -> str:
         key = (base_url, refresh_token)
         with self._lock:
             cached = self._cache.get(key)
             if cached and not force and cached[1] > time.time() + 30:
                 return cached[0]
             response = requests.post(
-                f"{base_url}/api/token/refresh/", json={"refresh": refresh_token}, timeout=_timeout()
+                f"{base_url}/api/token/refresh/", json={"refresh": refresh_token}, timeout=timeout
             )
             if response.status_code != 200:
                 raise FailedDependency(
@@ -101,16 +93,8 @@ class _TokenExchange:
 _tokens = _TokenExchange()
 
 
-def _timeout() -> Tuple[float, float]:
-    return env_float("MEDIA_CONNECT_TIMEOUT", 5.0), env_float("MEDIA_READ_TIMEOUT", 30.0)
-
-
-def _total_timeout() -> float:
-    return env_float("MEDIA_TOTAL_TIMEOUT", 60.0)
-
-
-def _max_bytes() -> int:
-    return env_int("MEDIA_MAX_BYTES", 512 * 1024 * 1024)
+def _timeout(settings: Settings) -> Tuple[float, float]:
+    return settings.media_connect_timeout, settings.media_read_timeout
 
 
 # ----- credentials: which token may go to which host ----------------------------------------------
@@ -133,7 +117,7 @@ def valid_label_studio_url(value: Any) -> Optional[str]:
     return value
 
 
-def media_credentials(stored: Optional[dict] = None, hostname: Optional[str] = None,
+def media_credentials(settings: Settings, stored: Optional[dict] = None, hostname: Optional[str] = None,
                       access_token: Optional[str] = None) -> Tuple[str, str]:
     """`(Label Studio URL, token)` that media downloads may use.
 
@@ -145,9 +129,9 @@ def media_credentials(stored: Optional[dict] = None, hostname: Optional[str] = N
     win; a hostname passed alone gets a token only when it is the configured Label Studio.
     """
     stored = stored or {}
-    env_url, env_key = label_studio_url(), label_studio_api_key()
-    if env_url:
-        default = (env_url, env_key or stored.get("access_token") or "")
+    configured_url, configured_key = settings.label_studio_url, settings.label_studio_api_key
+    if configured_url:
+        default = (configured_url, configured_key or stored.get("access_token") or "")
     else:
         default = (stored.get("hostname") or "", stored.get("access_token") or "")
     if not hostname:
@@ -221,16 +205,14 @@ class _Deadline:
 
     @contextmanager
     def enforced(self):
-        """Run the block with this deadline: sockets it opens are tracked, a timer expires them."""
-        timer = threading.Timer(max(0.0, self.expires_at - time.monotonic()), self.expire)
-        timer.daemon = True
-        timer.start()
+        """Run the block with this deadline: sockets it opens are tracked, the watchdog expires them."""
+        scheduled = WATCHDOG.schedule(max(0.0, self.expires_at - time.monotonic()), self.expire)
         token = _active_deadline.set(self)
         try:
             yield
         finally:
             _active_deadline.reset(token)
-            timer.cancel()
+            WATCHDOG.cancel(scheduled)
 
 
 def _shutdown(sock) -> None:
@@ -282,11 +264,12 @@ class _BoundedSession(requests.Session):
     URL after a 401 and then re-raise the first URL's error, which would hide the 401.
     """
 
-    def __init__(self, base_url: str = "", sends_token: bool = True):
+    def __init__(self, settings: Settings, base_url: str = "", sends_token: bool = True):
         super().__init__()
+        self.settings = settings
         self.base_url = base_url
         self.sends_token = sends_token  # False: no token at all (the SDK would fall back to LABEL_STUDIO_API_KEY)
-        self.deadline = _Deadline(_total_timeout())
+        self.deadline = _Deadline(settings.media_total_timeout)
         self.refusals = set()  # 401/403 answers seen
         self.withheld = False  # a token the SDK added was not sent
         self.downloaded = False  # a cache hit sends no request
@@ -298,7 +281,7 @@ class _BoundedSession(requests.Session):
         return 401 in self.refusals
 
     def request(self, method, url, **kwargs):
-        kwargs.setdefault("timeout", _timeout())
+        kwargs.setdefault("timeout", _timeout(self.settings))
         with self.deadline.enforced():
             try:
                 response = super().request(method, url, **kwargs)
@@ -323,11 +306,10 @@ class _BoundedSession(requests.Session):
             self.withheld = True
         return super().send(request, **kwargs)
 
-    @staticmethod
-    def _read_body(response, url: str) -> None:
+    def _read_body(self, response, url: str) -> None:
         """Read the body now, counting bytes, so that the SDK (which keeps it in memory and writes it
         to the cache) never sees more than `MEDIA_MAX_BYTES`, chunked or not."""
-        limit = _max_bytes()
+        limit = self.settings.media_max_bytes
         length = response.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
             response.close()
@@ -342,8 +324,9 @@ class _BoundedSession(requests.Session):
         response._content = bytes(body)
 
 
-def media_cache_dir() -> str:
-    path = os.getenv("MEDIA_CACHE_DIR") or os.path.join(os.getenv("MODEL_DIR", "."), "media-cache")
+def media_cache_dir(settings: Settings) -> str:
+    """`MEDIA_CACHE_DIR`, else `<MODEL_DIR>/media-cache`, created if need be."""
+    path = settings.media_cache_path
     os.makedirs(path, exist_ok=True)
     return path
 
@@ -449,6 +432,7 @@ def _is_local_path(url: str) -> bool:
 
 
 def get_local_path(
+    settings: Settings,
     url: str,
     task_id=None,
     hostname: Optional[str] = None,
@@ -473,18 +457,18 @@ def get_local_path(
     if not url.startswith(_URI_PREFIXES):
         raise NotFound(f"File not found: {url}")
 
-    base_url, token = media_credentials(hostname=hostname, access_token=access_token)
+    base_url, token = media_credentials(settings, hostname=hostname, access_token=access_token)
     if not base_url and not url.startswith(("http://", "https://")):
         raise FailedDependency(f"Cannot fetch {url}: it is served by Label Studio and LABEL_STUDIO_URL is not set")
     cloud = ls_io.is_cloud_storage_uri(url)
     task_id = task_id_for_url(task_id) if cloud and task_id is not None else None
-    cache_dir = cache_dir or media_cache_dir()
+    cache_dir = cache_dir or media_cache_dir(settings)
     target_dir = _cache_dir_for(url, base_url, task_id, cache_dir)
     os.makedirs(target_dir, exist_ok=True)
     pat = bool(token) and bool(base_url) and is_personal_access_token(token)
 
     def fetch(session, target, force_refresh=False):
-        effective = _tokens.access_token(base_url, token, force=force_refresh) if pat else token
+        effective = _tokens.access_token(base_url, token, _timeout(settings), force=force_refresh) if pat else token
         with _download_lock(target_dir, target), ls_io.http_session(session):
             return ls_io.get_local_path(
                 target, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
@@ -492,7 +476,7 @@ def get_local_path(
                 image_dir=target_dir,  # else the SDK creates ~/.local/share/label-studio to look for uploads
             )
 
-    session = _BoundedSession(base_url, sends_token=bool(token))
+    session = _BoundedSession(settings, base_url, sends_token=bool(token))
 
     def fetch_refreshing(target):
         nonlocal session
@@ -501,7 +485,7 @@ def get_local_path(
         except requests.HTTPError:
             if not (pat and session.refusals):
                 raise
-            session = _BoundedSession(base_url, sends_token=bool(token))  # the access token may have been revoked: refresh once
+            session = _BoundedSession(settings, base_url, sends_token=bool(token))  # the access token may have been revoked: refresh once
             return fetch(session, target, force_refresh=True)
 
     try:
@@ -540,7 +524,7 @@ def get_local_path(
             raise NotFound(f"File not found: {url} (HTTP 404)") from exc
         raise FailedDependency(f"Cannot download {url}: HTTP {status}") from exc
     except requests.Timeout as exc:
-        raise FailedDependency(f"Cannot download {url}: no answer within {_timeout()[1]:g} s (MEDIA_READ_TIMEOUT)") from exc
+        raise FailedDependency(f"Cannot download {url}: no answer within {settings.media_read_timeout:g} s (MEDIA_READ_TIMEOUT)") from exc
     except requests.ConnectionError as exc:
         host = urlparse(exc.request.url if exc.request is not None else url).netloc or url
         raise FailedDependency(f"Cannot download {url}: cannot connect to {host}") from exc
@@ -552,38 +536,38 @@ def get_local_path(
         raise FailedDependency(f"Cannot resolve {url}: {exc}") from exc
 
     if session.downloaded:  # only a new file can push the cache over its bound
-        max_mb = env_int("MEDIA_CACHE_MAX_MB", 2048)
+        max_mb = settings.media_cache_max_mb
         prune_media_cache(cache_dir, max_mb * 1024 * 1024)
         if not os.path.exists(path):  # pruned right away: the cache is smaller than this one file
             raise PayloadTooLarge(f"{url} does not fit in MEDIA_CACHE_MAX_MB={max_mb}")
     return path
 
 
-def check_label_studio_connection() -> str:
+def check_label_studio_connection(settings: Settings) -> str:
     """One line saying whether Label Studio is reachable with the configured URL and token.
 
     Called once at start-up (never on a request path); the token itself is never logged. Advice
     about the URL (e.g. `localhost` inside a container) is added only when the check did not
     succeed: a URL that works needs no advice.
     """
-    base_url, token = label_studio_url(), label_studio_api_key()
+    base_url, token = settings.label_studio_url, settings.label_studio_api_key
     if not base_url:
         return "LABEL_STUDIO_URL is not set: media under /data/upload, local and cloud storage cannot be fetched"
     problems = url_problems(base_url)
     if not base_url.startswith(("http://", "https://")):
         return "; ".join(problems)
-    reachable, message = _reachability(base_url, token)
+    reachable, message = _reachability(base_url, token, _timeout(settings))
     return message if reachable else "; ".join([message] + problems)
 
 
-def _reachability(base_url: str, token: str) -> Tuple[bool, str]:
+def _reachability(base_url: str, token: str, timeout: Tuple[float, float]) -> Tuple[bool, str]:
     """`(True, message)` when Label Studio accepted the token, else `(False, what went wrong)`."""
     if not token:
         return False, f"Label Studio at {base_url}: LABEL_STUDIO_API_KEY is not set, uploads cannot be fetched"
     kind = "personal access token" if is_personal_access_token(token) else "legacy token"
     try:
         if kind == "personal access token":
-            headers = {"Authorization": "Bearer " + _tokens.access_token(base_url, token)}
+            headers = {"Authorization": "Bearer " + _tokens.access_token(base_url, token, timeout)}
         else:
             headers = {"Authorization": "Token " + token}
         response = requests.get(f"{base_url}/api/current-user/whoami", headers=headers, timeout=(2, 3))

@@ -1,8 +1,10 @@
 """`LabelStudioMLBase`: the class users subclass to serve a model to Label Studio.
 
-One instance is built per request (`ModelClass(project_id=..., label_config=...)`), so it must
-stay cheap: heavy objects (weights, trackers) belong in module- or class-level caches. State that
-must outlive the request goes into the per-project store (`get`/`set`).
+One instance is built per request (`ModelClass(project_id=..., label_config=..., settings=...)`),
+so it must stay cheap: heavy objects (weights, trackers) belong in module- or class-level caches.
+State that must outlive the request goes into the per-project store (`get`/`set`). The server
+hands every instance its settings; an instance built without (an RQ worker, a script) takes the
+class's `default_settings()`.
 """
 
 import json
@@ -13,9 +15,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import semver
 
 from . import media
-from .cache import get_store
 from .label_config import build_label_map, get_label_interface, get_parsed_label_config
 from .response import ModelResponse
+from .settings import Settings, default_settings as process_settings
+from .store import KeyValueStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,9 @@ class LabelStudioMLBase:
     # then calls it in the request even with BACKGROUND_JOBS (instead of running all of `fit` on a worker).
     TRAINS_IN_BACKGROUND = False
 
-    def __init__(self, project_id: Optional[str] = None, label_config: Optional[str] = None, **kwargs):
+    def __init__(self, project_id: Optional[str] = None, label_config: Optional[str] = None,
+                 settings: Optional[Settings] = None, **kwargs):
+        self.settings = settings or type(self).default_settings()
         self.project_id = str(project_id) if project_id not in (None, "") else ""
         self.kwargs = kwargs
         self._label_config = None
@@ -62,6 +67,12 @@ class LabelStudioMLBase:
         self.setup()
 
     # ----- to override -------------------------------------------------------------------------
+    @classmethod
+    def default_settings(cls) -> Settings:
+        """The settings of an instance built without any (and of `init_app` given none): the
+        process's, read from the environment once. Override e.g. for another `MODEL_DIR` default."""
+        return process_settings()
+
     def setup(self):
         """Called after construction: set e.g. `self.set("model_version", "my-model-v1")`."""
 
@@ -88,18 +99,23 @@ class LabelStudioMLBase:
         return {}
 
     # ----- per-project store -------------------------------------------------------------------
+    @property
+    def store(self) -> KeyValueStore:
+        """The store of the settings (`CACHE_TYPE`), shared by every instance of the process."""
+        return open_store(self.settings)
+
     def get(self, key: str) -> Optional[str]:
-        return get_store().get(self.project_id, key)
+        return self.store.get(self.project_id, key)
 
     def set(self, key: str, value: str) -> None:
         """Store `value` for this project; a write happens only when the value changes."""
-        store = get_store()
+        store = self.store
         text = value if isinstance(value, str) else json.dumps(value)
         if store.get(self.project_id, key) != text:
             store.set(self.project_id, key, text)
 
     def has(self, key: str) -> bool:
-        return get_store().has(self.project_id, key)
+        return self.store.has(self.project_id, key)
 
     # ----- labeling config ---------------------------------------------------------------------
     def use_label_config(self, label_config: str) -> None:
@@ -189,8 +205,9 @@ class LabelStudioMLBase:
         Credentials: arguments, else `LABEL_STUDIO_URL`/`LABEL_STUDIO_API_KEY`, else what `/setup`
         sent, never a token to a host it did not come with (`media.media_credentials`).
         """
-        hostname, access_token = media.media_credentials(self.label_studio_access(), hostname, access_token)
-        return media.get_local_path(url, task_id=task_id, hostname=hostname, access_token=access_token, cache_dir=cache_dir)
+        hostname, access_token = media.media_credentials(self.settings, self.label_studio_access(), hostname, access_token)
+        return media.get_local_path(self.settings, url, task_id=task_id, hostname=hostname, access_token=access_token,
+                                    cache_dir=cache_dir)
 
     def preload_task_data(self, task: Dict, value: Any = None, read_file: bool = True) -> Any:
         """Replace media URLs inside `value` (recursively) by file contents, or paths if `read_file` is False."""

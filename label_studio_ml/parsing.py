@@ -1,6 +1,5 @@
 """Parsing of the values users write: booleans, scalars, Label Studio project ids."""
 
-import os
 from typing import Any, Optional
 
 _TRUE = {"1", "true", "yes", "y", "on", "t"}
@@ -19,20 +18,6 @@ def parse_bool(value: Any, default: bool = False) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"not a boolean: {value!r}")
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    return parse_bool(os.getenv(name), default)
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.getenv(name)
-    return default if value in (None, "") else int(value)
-
-
-def env_float(name: str, default: float) -> float:
-    value = os.getenv(name)
-    return default if value in (None, "") else float(value)
 
 
 def parse_scalar(text: str) -> Any:

@@ -8,14 +8,11 @@ RecursionError here or in any code that walks the body later.
 
 import json
 import socket
-import threading
 from typing import Any, Dict
 
 from .exceptions import BadRequest, RequestTimeout
-from .parsing import env_float, env_int
-
-# Label Studio's own payloads nest about ten levels deep; recursion limits start near a thousand.
-DEFAULT_MAX_JSON_DEPTH = 100
+from .settings import Settings
+from .watchdog import WATCHDOG
 
 
 def _client_socket(request):
@@ -37,45 +34,32 @@ def refuse_body(request) -> None:
     _stop_reading(_client_socket(request))
 
 
-def read_body(request) -> bytes:
-    """The raw body of the Flask `request`, read within `REQUEST_BODY_TIMEOUT` seconds (408 after)."""
+def read_body(request, settings: Settings) -> bytes:
+    """The raw body of the Flask `request`, read within `REQUEST_BODY_TIMEOUT` seconds (408 after:
+    the shared watchdog shuts the reading side of the socket down, which ends a blocked read)."""
     sock = _client_socket(request)
-    seconds = env_float("REQUEST_BODY_TIMEOUT", 30.0)
-    expired = threading.Event()
-
-    def expire():
-        expired.set()
-        _stop_reading(sock)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    seconds = settings.request_body_timeout
+    deadline = WATCHDOG.schedule(seconds, lambda: _stop_reading(sock))
     try:
-        data = request.get_data(cache=True)
-    except Exception:
-        if expired.is_set():
-            raise RequestTimeout(f"The request body was not received within {seconds:g} s (REQUEST_BODY_TIMEOUT)")
-        raise
+        return request.get_data(cache=True)
     finally:
-        timer.cancel()
-    if expired.is_set():
-        raise RequestTimeout(f"The request body was not received within {seconds:g} s (REQUEST_BODY_TIMEOUT)")
-    return data
+        # past the deadline, whatever the read did (failed, or took a cut-off body for complete): 408
+        if not WATCHDOG.cancel(deadline):
+            raise RequestTimeout(f"The request body was not received within {seconds:g} s (REQUEST_BODY_TIMEOUT)")
 
 
-def parse_json_object(raw: bytes) -> Dict[str, Any]:
-    """`raw` as a JSON object, nested at most `MAX_JSON_DEPTH` levels; else a 400 saying why."""
-    limit = env_int("MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH)
+def parse_json_object(raw: bytes, max_depth: int) -> Dict[str, Any]:
+    """`raw` as a JSON object, nested at most `max_depth` levels (`MAX_JSON_DEPTH`); else a 400 saying why."""
     try:
         body = json.loads(raw)
     except RecursionError:
-        raise BadRequest(f"Request body is JSON nested deeper than MAX_JSON_DEPTH={limit}") from None
+        raise BadRequest(f"Request body is JSON nested deeper than MAX_JSON_DEPTH={max_depth}") from None
     except ValueError:  # includes undecodable bytes
         raise BadRequest("Request body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
-    if json_depth_exceeds(body, limit):
-        raise BadRequest(f"Request body is JSON nested deeper than MAX_JSON_DEPTH={limit}")
+    if json_depth_exceeds(body, max_depth):
+        raise BadRequest(f"Request body is JSON nested deeper than MAX_JSON_DEPTH={max_depth}")
     return body
 
 

@@ -6,12 +6,13 @@ instance (`LabelStudioMLBase.settings`). Code outside a server (an RQ worker, a 
 a test) builds its own with `Settings.from_env()` or `Settings(...)`; `default_settings()` is the
 one process-wide reading for code that is given none.
 
-Every field is named after its environment variable, lower-cased (aliases in `_ALIASES`).
+Every field is named after its environment variable, lower-cased (aliases in `_ALIASES`); `debug`
+comes from the command line only.
 """
 
 import functools
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Optional
 
 from .parsing import parse_bool
@@ -29,16 +30,22 @@ class Settings:
     label_studio_api_key: str = ""          # alias LABEL_STUDIO_ACCESS_TOKEN
     label_studio_check: bool = True         # one reachability line at start-up
     # the HTTP layer
+    host: str = "0.0.0.0"                   # where gunicorn_config.py and `python _wsgi.py` listen
+    port: int = 9090
+    workers: int = 1                        # gunicorn worker processes
     basic_auth_user: Optional[str] = None   # alias ML_SERVER_BASIC_AUTH_USER
     basic_auth_pass: Optional[str] = None   # alias ML_SERVER_BASIC_AUTH_PASS
-    debug: bool = False                     # tracebacks in 500 answers
+    # tracebacks in 500 answers: `--debug` only, never from the environment (a variable as common as
+    # DEBUG set for something else must not expose them)
+    debug: bool = field(default=False, metadata={"from_env": False})
     log_level: str = "INFO"
     max_request_mb: int = 100
     webhook_max_mb_unauthenticated: int = 10
     request_body_timeout: float = 30.0
-    max_json_depth: int = 64
+    max_json_depth: int = 100               # Label Studio's payloads nest about ten levels deep
     # admission
-    threads: int = 0                        # 0: unknown (Flask's development server)
+    threads: int = 0                        # threads the server runs the app with; 0: unknown (Flask's
+                                            # development server); gunicorn_config.py tells each worker
     reserved_threads: int = 2
     predict_concurrency: int = 4
     predict_queue_size: int = 64
@@ -95,23 +102,25 @@ def read_fields(settings_class, environ: Mapping[str, str], aliases: Optional[Ma
     variable (the field name upper-cased, then its aliases) is set and not empty."""
     aliases = _ALIASES if aliases is None else aliases
     values = {}
-    for field in fields(settings_class):
-        names = (field.name.upper(),) + tuple(aliases.get(field.name, ()))
+    for item in fields(settings_class):
+        if not item.metadata.get("from_env", True):
+            continue
+        names = (item.name.upper(),) + tuple(aliases.get(item.name, ()))
         raw = next((environ[name] for name in names if environ.get(name) not in (None, "")), None)
         if raw is None:
             continue
-        default = getattr(settings_class, field.name, None)
+        default = getattr(settings_class, item.name, None)
         try:
             if isinstance(default, bool):
-                values[field.name] = parse_bool(raw)
+                values[item.name] = parse_bool(raw)
             elif isinstance(default, int):
-                values[field.name] = int(raw)
+                values[item.name] = int(raw)
             elif isinstance(default, float):
-                values[field.name] = float(raw)
+                values[item.name] = float(raw)
             elif isinstance(default, tuple):
-                values[field.name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+                values[item.name] = tuple(part.strip() for part in raw.split(",") if part.strip())
             else:
-                values[field.name] = raw
+                values[item.name] = raw
         except ValueError:
             raise ValueError(f"{names[0]}={raw!r} is not a valid {type(default).__name__}") from None
     return values

@@ -15,6 +15,7 @@ import sys
 from typing import Callable, List, Optional, Type, Union
 
 from .parsing import parse_scalar
+from .settings import Settings, default_settings
 
 LOG_FORMAT = "[%(asctime)s] [%(levelname)s] [%(name)s::%(funcName)s::%(lineno)d] %(message)s"
 BASE_CLASS_NAME = "LabelStudioMLBase"
@@ -28,7 +29,7 @@ class ModelClassError(Exception):
 
 def configure_logging(level: Optional[str] = None) -> None:
     """Root logging at `level`, else `LOG_LEVEL` (default INFO)."""
-    level = (level or os.getenv("LOG_LEVEL") or "INFO").upper()
+    level = (level or default_settings().log_level).upper()
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
@@ -80,24 +81,26 @@ def parse_kwargs(pairs: List[str]) -> dict:
     return kwargs
 
 
-def build_parser(model_name: str) -> argparse.ArgumentParser:
+def build_parser(model_name: str, settings: Settings) -> argparse.ArgumentParser:
+    """The command line of `python _wsgi.py`; what it does not give comes from `settings`."""
     parser = argparse.ArgumentParser(description=f"Serve the {model_name} ML backend for Label Studio with gunicorn "
                                                  "(WORKERS processes, 1 by default, and the THREADS of "
                                                  "label_studio_ml/gunicorn_config.py)")
-    parser.add_argument("-p", "--port", type=int, default=int(os.getenv("PORT", 9090)), help="port (default: PORT or 9090)")
-    parser.add_argument("--host", default=os.getenv("HOST", "0.0.0.0"), help="interface to bind (default 0.0.0.0)")
+    parser.add_argument("-p", "--port", type=int, default=settings.port, help="port (default: PORT or 9090)")
+    parser.add_argument("--host", default=settings.host, help="interface to bind (default: HOST or 0.0.0.0)")
     parser.add_argument("--kwargs", "--with", dest="kwargs", metavar="KEY=VAL", nargs="+", default=[],
                         help="keyword arguments for the model class (ints, floats and bools are parsed)")
     parser.add_argument("-d", "--debug", action="store_true",
                         help="serve with Flask's development server in debug mode, tracebacks in 500 answers")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=settings.log_level.upper(),
                         help="logging level (default: LOG_LEVEL or INFO)")
-    parser.add_argument("--model-dir", default=None, help="directory of cache.db and the media cache (MODEL_DIR)")
+    parser.add_argument("--model-dir", default=settings.model_dir,
+                        help="directory of cache.db and the media cache (MODEL_DIR; default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="instantiate the model class once, report and exit")
-    parser.add_argument("--basic-auth-user", default=os.getenv("ML_SERVER_BASIC_AUTH_USER") or os.getenv("BASIC_AUTH_USER"),
-                        help="require Basic auth (default: ML_SERVER_BASIC_AUTH_USER, else BASIC_AUTH_USER)")
-    parser.add_argument("--basic-auth-pass", default=os.getenv("ML_SERVER_BASIC_AUTH_PASS") or os.getenv("BASIC_AUTH_PASS"),
-                        help="(default: ML_SERVER_BASIC_AUTH_PASS, else BASIC_AUTH_PASS)")
+    parser.add_argument("--basic-auth-user", default=settings.basic_auth_user,
+                        help="require Basic auth (default: BASIC_AUTH_USER, else ML_SERVER_BASIC_AUTH_USER)")
+    parser.add_argument("--basic-auth-pass", default=settings.basic_auth_pass,
+                        help="(default: BASIC_AUTH_PASS, else ML_SERVER_BASIC_AUTH_PASS)")
     return parser
 
 
@@ -129,8 +132,8 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
     Flask's development server for `--debug` (and on Windows, where gunicorn does not run).
 
     `model` is the model class or its `"module:Class"` reference (see `find_model_class`; an error
-    there ends the process with one line). `on_start()` runs in each serving process once its app
-    exists, e.g. to start loading weights in the background.
+    there ends the process with one line). `on_start(settings)` runs in each serving process once its
+    app exists (with the settings the app serves with), e.g. to start loading weights in the background.
     """
     from .api import init_app
 
@@ -139,29 +142,29 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
             model = find_model_class(model)
         except ModelClassError as exc:
             sys.exit(f"error: {exc}")
-    parser = build_parser(model.__name__)
+    settings = model.default_settings()
+    parser = build_parser(model.__name__, settings)
     args = parser.parse_args(argv)
     try:
         kwargs = parse_kwargs(args.kwargs)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    configure_logging(args.log_level)
-    if args.model_dir:
-        os.environ["MODEL_DIR"] = args.model_dir
+    settings = settings.replace(host=args.host, port=args.port, debug=args.debug or settings.debug,
+                                log_level=args.log_level, model_dir=args.model_dir,
+                                basic_auth_user=args.basic_auth_user, basic_auth_pass=args.basic_auth_pass)
+    configure_logging(settings.log_level)
     if args.check:
-        model(project_id="", label_config=None, **kwargs)
+        model(project_id="", label_config=None, settings=settings, **kwargs)
         logger.info("%s instance created: check passed", model.__name__)
         return
 
     def make_app():
-        app = init_app(model, basic_auth_user=args.basic_auth_user, basic_auth_pass=args.basic_auth_pass,
-                       model_kwargs=kwargs)
-        app.extensions["ml_server"].debug = args.debug
+        app = init_app(model, model_kwargs=kwargs, settings=settings)
         if on_start:
-            on_start()
+            on_start(settings)
         return app
 
     if args.debug or os.name != "posix":
-        make_app().run(host=args.host, port=args.port, debug=args.debug, threaded=True, use_reloader=False)
+        make_app().run(host=settings.host, port=settings.port, debug=settings.debug, threaded=True, use_reloader=False)
     else:
-        serve_with_gunicorn(make_app, args.host, args.port, args.log_level or os.getenv("LOG_LEVEL") or "INFO")
+        serve_with_gunicorn(make_app, settings.host, settings.port, settings.log_level)

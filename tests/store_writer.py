@@ -3,11 +3,12 @@
 import sys
 import threading
 
-from label_studio_ml.cache import get_store
+from label_studio_ml.settings import Settings
+from label_studio_ml.store import open_store
 
 
 def main(worker: str, count: int, threads: int):
-    store = get_store()
+    store = open_store(Settings.from_env())  # MODEL_DIR and CACHE_TYPE from the parent
 
     def write(offset):
         for i in range(offset, count, threads):

@@ -18,6 +18,7 @@ from label_studio_ml import media, server
 from label_studio_ml.server import (
     find_model_classes, gcp_deploy_command, main, masked, service_name, split_script_spec,
 )
+from label_studio_ml.settings import Settings
 
 CLI = [sys.executable, "-m", "label_studio_ml.server"]
 GENERATED = {
@@ -31,7 +32,7 @@ TEXT_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment"
 
 def child_env(**extra) -> dict:
     """Environment of a CLI child: this SDK importable, no credentials inherited from the caller, and
-    a MODEL_DIR of its own (the YOLO suite's imports set a shared one in this process)."""
+    a MODEL_DIR of its own (its store and media cache apart from any other test's)."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "ML_SERVER_BASIC_AUTH_USER", "ML_SERVER_BASIC_AUTH_PASS")}
     env["MODEL_DIR"] = tempfile.mkdtemp(prefix="label-studio-ml-cli-test-")
@@ -302,16 +303,14 @@ def test_startup_line_advises_on_docker_only_when_label_studio_is_not_reachable(
     networking: the advice comes only with a failed check."""
     real_exists = os.path.exists
     monkeypatch.setattr(media.os.path, "exists", lambda path: path == "/.dockerenv" or real_exists(path))
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
     with serve_in_thread(make_fake_label_studio()) as ls_url:
-        url = ls_url.replace("127.0.0.1", "localhost")
-        monkeypatch.setenv("LABEL_STUDIO_URL", url)
-        assert media.check_label_studio_connection() == f"Label Studio at {url} is reachable, legacy token accepted"
-        monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0" * 40)
-        refused = media.check_label_studio_connection()
+        settings = Settings(label_studio_url=ls_url.replace("127.0.0.1", "localhost"), label_studio_api_key=LEGACY_TOKEN)
+        url = settings.label_studio_url
+        assert media.check_label_studio_connection(settings) == f"Label Studio at {url} is reachable, legacy token accepted"
+        refused = media.check_label_studio_connection(settings.replace(label_studio_api_key="0" * 40))
     assert refused.startswith(f"Label Studio at {url} answered HTTP 401") and "host.docker.internal" in refused
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://localhost:9")  # nothing listens there
-    unreachable = media.check_label_studio_connection()
+    # nothing listens there
+    unreachable = media.check_label_studio_connection(settings.replace(label_studio_url="http://localhost:9"))
     assert "is not reachable" in unreachable and "host.docker.internal" in unreachable
 
 

@@ -43,10 +43,11 @@ def recording_label_studio():
 
 
 @pytest.fixture
-def evil_host(model_dir):
+def evil_host(settings):
+    """A recording Label Studio stand-in: its URL, what it saw, and settings naming it with a token."""
     app = recording_label_studio()
     with serve_in_thread(app) as base:
-        yield base, app.config["seen"]
+        yield base, app.config["seen"], settings.replace(label_studio_url=base, label_studio_api_key=LEGACY_TOKEN)
 
 
 def tokens_sent(seen):
@@ -55,31 +56,32 @@ def tokens_sent(seen):
 
 # ----- 1. a token goes only to the host it came with ------------------------------------------------
 
-def test_a_hostname_sent_alone_to_setup_does_not_inherit_the_stored_token(model_dir, evil_host, monkeypatch):
-    evil, seen = evil_host
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "env-key-0123456789")  # without LABEL_STUDIO_URL: for no /setup host
-    with serve_in_thread(make_fake_label_studio()) as label_studio, serve_in_thread(init_app(EchoModel)) as backend:
+def test_a_hostname_sent_alone_to_setup_does_not_inherit_the_stored_token(settings, evil_host):
+    evil, seen, _ = evil_host
+    settings = settings.replace(label_studio_api_key="env-key-0123456789")  # without LABEL_STUDIO_URL: for no /setup host
+    with serve_in_thread(make_fake_label_studio()) as label_studio, \
+            serve_in_thread(init_app(EchoModel, settings=settings)) as backend:
         first = {"project": "3.1", "schema": "<View/>", "hostname": label_studio, "access_token": LEGACY_TOKEN}
         assert requests.post(backend + "/setup", json=first).status_code == 200
-        assert EchoModel(project_id="3").get_local_path("/data/upload/3/a.png")  # the pair works
+        assert EchoModel(project_id="3", settings=settings).get_local_path("/data/upload/3/a.png")  # the pair works
         assert requests.post(backend + "/setup", json={"project": "3.1", "hostname": evil}).status_code == 200
-        EchoModel(project_id="3").get_local_path("/data/upload/3/b.png")
+        EchoModel(project_id="3", settings=settings).get_local_path("/data/upload/3/b.png")
     assert seen and tokens_sent(seen) == []
 
 
-def test_label_studio_url_is_not_overridden_by_setup(model_dir, evil_host, monkeypatch):
-    evil, seen = evil_host
-    with serve_in_thread(make_fake_label_studio()) as label_studio, serve_in_thread(init_app(EchoModel)) as backend:
-        monkeypatch.setenv("LABEL_STUDIO_URL", label_studio)
-        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
-        requests.post(backend + "/setup", json={"project": "3.1", "hostname": evil, "access_token": "x"})
-        with open(EchoModel(project_id="3").get_local_path("/data/upload/3/c.png"), "rb") as f:
-            assert f.read() == PNG_BYTES
+def test_label_studio_url_is_not_overridden_by_setup(settings, evil_host):
+    evil, seen, _ = evil_host
+    with serve_in_thread(make_fake_label_studio()) as label_studio:
+        settings = settings.replace(label_studio_url=label_studio, label_studio_api_key=LEGACY_TOKEN)
+        with serve_in_thread(init_app(EchoModel, settings=settings)) as backend:
+            requests.post(backend + "/setup", json={"project": "3.1", "hostname": evil, "access_token": "x"})
+            with open(EchoModel(project_id="3", settings=settings).get_local_path("/data/upload/3/c.png"), "rb") as f:
+                assert f.read() == PNG_BYTES
     assert seen == []
 
 
-def test_setup_refuses_a_hostname_that_is_no_url(model_dir):
-    with serve_in_thread(init_app(EchoModel)) as backend:
+def test_setup_refuses_a_hostname_that_is_no_url(settings):
+    with serve_in_thread(init_app(EchoModel, settings=settings)) as backend:
         response = requests.post(backend + "/setup", json={"project": "3", "hostname": "file:///etc", "access_token": "t"})
     assert response.status_code == 400 and "hostname" in response.json()["detail"]
 
@@ -87,37 +89,31 @@ def test_setup_refuses_a_hostname_that_is_no_url(model_dir):
 # ----- 2. task ids, cloud cache, token only to media endpoints --------------------------------------
 
 @pytest.mark.parametrize("task_id", ["../../api/projects/1?x=", "../../data/upload/1/a.png?x=", "1/../2", 1.5, True])
-def test_a_task_id_that_is_no_integer_never_reaches_a_url(evil_host, monkeypatch, task_id):
-    evil, seen = evil_host
-    monkeypatch.setenv("LABEL_STUDIO_URL", evil)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+def test_a_task_id_that_is_no_integer_never_reaches_a_url(evil_host, task_id):
+    _, seen, settings = evil_host
     with pytest.raises(TaskDataError, match="not an integer"):
-        media.get_local_path("s3://bucket/a.png", task_id=task_id)
+        media.get_local_path(settings, "s3://bucket/a.png", task_id=task_id)
     assert seen == []
 
 
-def test_cloud_files_are_cached_per_task_never_across_projects(evil_host, monkeypatch):
-    evil, seen = evil_host
-    monkeypatch.setenv("LABEL_STUDIO_URL", evil)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+def test_cloud_files_are_cached_per_task_never_across_projects(evil_host):
+    _, seen, settings = evil_host
     for task_id in (7, "8", 7):
-        with open(media.get_local_path("s3://bucket/same.png", task_id=task_id), "rb") as f:
+        with open(media.get_local_path(settings, "s3://bucket/same.png", task_id=task_id), "rb") as f:
             assert f.read() == f"task {task_id}".encode()
     assert [path for path, _ in seen] == ["/tasks/7/presign/", "/tasks/8/presign/"]  # the third is a cache hit
 
 
 @pytest.mark.parametrize("url", ["{ls}/api/projects/1", "{ls}/data/upload/../../api/projects/1?x=",
                                  "{ls}/data/upload/%2e%2e/%2e%2e/api/projects/1", "{ls}/tasks/1/presign/../../api/x"])
-def test_the_token_goes_only_to_media_endpoints(evil_host, monkeypatch, url):
-    evil, seen = evil_host
-    monkeypatch.setenv("LABEL_STUDIO_URL", evil)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+def test_the_token_goes_only_to_media_endpoints(evil_host, url):
+    evil, seen, settings = evil_host
     try:
-        media.get_local_path(url.format(ls=evil))
+        media.get_local_path(settings, url.format(ls=evil))
     except (FailedDependency, NotFound):
         pass
     assert seen and tokens_sent(seen) == []
-    media.get_local_path("/data/upload/1/ok.png")
+    media.get_local_path(settings, "/data/upload/1/ok.png")
     assert tokens_sent(seen) == ["Token " + LEGACY_TOKEN]
 
 
@@ -169,29 +165,27 @@ def hostile_media(model_dir):
     server.shutdown()
 
 
-def test_a_trickling_download_stops_at_the_total_deadline(hostile_media, monkeypatch):
-    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "5")
-    monkeypatch.setenv("MEDIA_TOTAL_TIMEOUT", "2")
+def test_a_trickling_download_stops_at_the_total_deadline(hostile_media, settings):
+    settings = settings.replace(media_read_timeout=5, media_total_timeout=2)
     started = time.monotonic()
     with pytest.raises(FailedDependency, match="MEDIA_TOTAL_TIMEOUT"):
-        media.get_local_path(hostile_media + "/trickle.png")
+        media.get_local_path(settings, hostile_media + "/trickle.png")
     assert time.monotonic() - started < 10  # the trickle alone lasts 20 s
 
 
-def test_a_body_cut_off_at_the_deadline_is_never_cached_as_complete(hostile_media, monkeypatch):
+def test_a_body_cut_off_at_the_deadline_is_never_cached_as_complete(hostile_media, settings):
     """Without Content-Length, the deadline closing the connection looks like the body's end."""
-    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "5")
-    monkeypatch.setenv("MEDIA_TOTAL_TIMEOUT", "1.5")
+    settings = settings.replace(media_read_timeout=5, media_total_timeout=1.5)
     for _ in range(2):  # the second try finds no truncated file in the cache either
         with pytest.raises(FailedDependency, match="MEDIA_TOTAL_TIMEOUT"):
-            media.get_local_path(hostile_media + "/until-close.png")
+            media.get_local_path(settings, hostile_media + "/until-close.png")
 
 
-def test_a_chunked_download_is_counted_while_it_streams(hostile_media, monkeypatch):
-    monkeypatch.setenv("MEDIA_MAX_BYTES", "100000")
+def test_a_chunked_download_is_counted_while_it_streams(hostile_media, settings):
+    settings = settings.replace(media_max_bytes=100000)
     with pytest.raises(PayloadTooLarge, match="MEDIA_MAX_BYTES=100000"):
-        media.get_local_path(hostile_media + "/chunked.png")
-    cached = [name for _, _, names in os.walk(media.media_cache_dir()) for name in names]
+        media.get_local_path(settings, hostile_media + "/chunked.png")
+    cached = [name for _, _, names in os.walk(media.media_cache_dir(settings)) for name in names]
     assert cached == []
 
 
@@ -200,9 +194,9 @@ def test_a_chunked_download_is_counted_while_it_streams(hostile_media, monkeypat
 @pytest.mark.parametrize("method, path", [("POST", "/setup"), ("POST", "/predict"), ("POST", "/webhook"),
                                           ("POST", "/train"), ("GET", "/versions")])
 @pytest.mark.parametrize("depth", [100_000, 150])
-def test_deeply_nested_json_is_a_400_on_every_endpoint(model_dir, method, path, depth):
+def test_deeply_nested_json_is_a_400_on_every_endpoint(settings, method, path, depth):
     body = '{"project": ' + "[" * depth + "]" * depth + "}"
-    with serve_in_thread(init_app(EchoModel)) as backend:
+    with serve_in_thread(init_app(EchoModel, settings=settings)) as backend:
         response = requests.request(method, backend + path, data=body, headers={"Content-Type": "application/json"})
         assert response.status_code == 400, response.text
         assert "MAX_JSON_DEPTH" in response.json()["detail"]
@@ -216,19 +210,19 @@ class PathLeakingModel(EchoModel):
         raise NotFound("File not found: /srv/secret/videos/" + str((data.get("task") or {}).get("data")))
 
 
-def test_an_unauthenticated_webhook_answer_names_no_path(model_dir, monkeypatch):
+def test_an_unauthenticated_webhook_answer_names_no_path(settings):
     label_studio = make_fake_label_studio()
     state = label_studio.config["state"]
     state["annotations"][8] = {"id": 8, "task": 10, "project": 5, "result": []}
     state["tasks"][10] = {"id": 10, "project": 5, "data": {"text": "clip.mp4"}}
     state["projects"][5] = {"id": 5, "label_config": "<View/>"}
-    with serve_in_thread(label_studio) as ls_url, \
-            serve_in_thread(init_app(PathLeakingModel, basic_auth_user="u", basic_auth_pass="p")) as backend:
-        monkeypatch.setenv("LABEL_STUDIO_URL", ls_url)
-        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
-        webhook = {"action": "ANNOTATION_CREATED", "annotation": {"id": 8}, "project": {"id": 5}}
-        anonymous = requests.post(backend + "/webhook", json=webhook)
-        authenticated = requests.post(backend + "/webhook", json=webhook, auth=("u", "p"))
+    with serve_in_thread(label_studio) as ls_url:
+        settings = settings.replace(label_studio_url=ls_url, label_studio_api_key=LEGACY_TOKEN,
+                                    basic_auth_user="u", basic_auth_pass="p")
+        with serve_in_thread(init_app(PathLeakingModel, settings=settings)) as backend:
+            webhook = {"action": "ANNOTATION_CREATED", "annotation": {"id": 8}, "project": {"id": 5}}
+            anonymous = requests.post(backend + "/webhook", json=webhook)
+            authenticated = requests.post(backend + "/webhook", json=webhook, auth=("u", "p"))
     assert anonymous.status_code == 422 and "/srv" not in anonymous.text and "clip" not in anonymous.text
     assert authenticated.status_code == 404 and "/srv/secret/videos" in authenticated.json()["detail"]
 
@@ -244,15 +238,16 @@ def slow_client(base: str, path: str = "/predict") -> socket.socket:
     return sock
 
 
-def test_a_stalled_request_body_is_answered_408(model_dir, monkeypatch):
-    monkeypatch.setenv("REQUEST_BODY_TIMEOUT", "1")
-    with serve_in_thread(init_app(EchoModel)) as backend:
+def test_a_stalled_request_body_is_answered_408(settings):
+    with serve_in_thread(init_app(EchoModel, settings=settings.replace(request_body_timeout=1))) as backend:
         sock = slow_client(backend)
         sock.settimeout(15)
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
         sock.close()
+        # the server goes on answering, a body that arrives in time included
+        assert requests.post(backend + "/setup", json={"project": "1", "schema": "<View/>"}, timeout=5).status_code == 200
     answer = answer.decode()
     assert answer.startswith("HTTP/1.1 408") and "REQUEST_BODY_TIMEOUT" in answer
 
@@ -279,6 +274,17 @@ def test_slow_clients_leave_health_answering_and_gunicorn_errors_are_json(model_
         assert too_long.json()["status"] == 414
         many_headers = requests.get(base + "/health", headers={f"X-{i}": "y" for i in range(150)}, timeout=5)
         assert many_headers.status_code == 431 and many_headers.json()["status"] == 431
+
+
+def test_each_gunicorn_worker_sizes_its_gate_by_the_threads_it_serves_with(model_dir):
+    """gunicorn_config.py asks for 70 threads; `--threads 5` on the command line wins, and the app
+    learns it: 5 threads less RESERVED_THREADS (2) leave 3 requests to admit, all running."""
+    command = [PYTHON, "-m", "gunicorn", "-c", "python:label_studio_ml.gunicorn_config", "--threads", "5",
+               "-b", "127.0.0.1:{port}", "sdk_models:app"]
+    with serve_in_process(command, env={"MODEL_DIR": str(model_dir), "LABEL_STUDIO_CHECK": "false"}, cwd=TESTS_DIR) \
+            as (base, _):
+        metrics = requests.get(base + "/metrics", timeout=5).json()
+    assert (metrics["predictions_max_running"], metrics["predictions_max_queued"]) == (3, 0)
 
 
 # ----- 5. fairness ------------------------------------------------------------------------------------
@@ -317,9 +323,7 @@ class CountingModel(EchoModel):
         return super().predict(tasks, context=context, **kwargs)
 
 
-def test_a_huge_request_does_not_starve_a_small_one(model_dir, monkeypatch):
-    monkeypatch.setenv("PREDICT_CONCURRENCY", "1")
-    monkeypatch.setenv("PREDICT_CHUNK_SIZE", "4")
+def test_a_huge_request_does_not_starve_a_small_one(settings):
     finished = []
 
     def post(name, count):
@@ -328,7 +332,8 @@ def test_a_huge_request_does_not_starve_a_small_one(model_dir, monkeypatch):
         assert len(response.json()["results"]) == count
         finished.append(name)
 
-    with serve_in_thread(init_app(CountingModel)) as backend:
+    with serve_in_thread(init_app(CountingModel, settings=settings.replace(predict_concurrency=1,
+                                                                           predict_chunk_size=4))) as backend:
         huge = threading.Thread(target=post, args=("huge", 80))
         huge.start()
         while requests.get(backend + "/metrics").json()["predictions_running"] == 0:
@@ -338,11 +343,10 @@ def test_a_huge_request_does_not_starve_a_small_one(model_dir, monkeypatch):
     assert finished == ["small", "huge"]
 
 
-def test_webhooks_answer_while_every_prediction_slot_is_taken(model_dir, monkeypatch):
+def test_webhooks_answer_while_every_prediction_slot_is_taken(settings):
     """Anonymous webhooks take no prediction slot, and unknown events answer 200 under any load."""
-    monkeypatch.setenv("PREDICT_CONCURRENCY", "1")
-    monkeypatch.setenv("PREDICT_QUEUE_SIZE", "0")
-    with serve_in_thread(init_app(EchoModel, basic_auth_user="u", basic_auth_pass="p")) as base:
+    settings = settings.replace(predict_concurrency=1, predict_queue_size=0)
+    with serve_in_thread(init_app(EchoModel, basic_auth_user="u", basic_auth_pass="p", settings=settings)) as base:
         body = {"tasks": [{"id": 1, "data": {"text": "sleep"}}], "label_config": "<View/>", "project": "1"}
         busy = threading.Thread(target=requests.post, args=(base + "/predict",), kwargs={"json": body, "auth": ("u", "p")})
         busy.start()

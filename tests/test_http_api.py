@@ -18,8 +18,8 @@ CONFIG = '<View><Text name="text" value="$text"/><Choices name="label" toName="t
 
 
 @pytest.fixture
-def server(model_dir):
-    with serve_in_thread(init_app(EchoModel)) as base:
+def server(settings):
+    with serve_in_thread(init_app(EchoModel, settings=settings)) as base:
         yield base
 
 
@@ -65,20 +65,19 @@ def test_predict_one_prediction_per_task_with_version_and_score(server):
     assert all(r["score"] == pytest.approx(0.8) for r in results)
 
 
-def test_predict_fills_missing_version_and_numeric_score(model_dir):
-    with serve_in_thread(init_app(NoScoreModel)) as base:
+def test_predict_fills_missing_version_and_numeric_score(settings):
+    with serve_in_thread(init_app(NoScoreModel, settings=settings)) as base:
         result = predict(base, [{"data": {"text": "x"}}]).json()["results"][0]
     assert result["model_version"] == "0.0.1"
     assert result["score"] == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("chunk_size", ["32", "2"])
-def test_too_few_predictions_are_never_stored_on_the_wrong_task(model_dir, monkeypatch, chunk_size):
+@pytest.mark.parametrize("chunk_size", [32, 2])
+def test_too_few_predictions_are_never_stored_on_the_wrong_task(settings, chunk_size):
     """A batch answering the wrong number of predictions is predicted task by task: each task gets
     its own prediction (never its neighbour's), a task the model answers nothing for an error."""
-    monkeypatch.setenv("PREDICT_CHUNK_SIZE", chunk_size)
     texts = ["a", "b", "nothing", "d", "e"]
-    with serve_in_thread(init_app(ShortModel)) as base:
+    with serve_in_thread(init_app(ShortModel, settings=settings.replace(predict_chunk_size=chunk_size))) as base:
         results = predict(base, [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)]).json()["results"]
     assert len(results) == len(texts)
     for text, result in zip(texts, results):
@@ -160,22 +159,22 @@ def test_params_naming_predict_arguments_are_a_400(server, name):
     assert requests.get(server + "/health").status_code == 200
 
 
-def test_webhook_annotation_created_calls_fit(server, model_dir):
+def test_webhook_annotation_created_calls_fit(server, settings):
     body = {"action": "ANNOTATION_CREATED", "project": {"id": 7, "label_config": CONFIG},
             "annotation": {"id": 1, "result": []}, "task": {"id": 1, "data": {"text": "x"}}}
     response = requests.post(server + "/webhook", json=body)
     assert response.status_code == 201
     assert response.json() == {"status": "ok", "result": {"event": "ANNOTATION_CREATED", "fit_count": 1,
                                                           "keys": ["annotation", "project", "task"]}}
-    assert EchoModel(project_id="7").get("fit_count") == "1"
+    assert EchoModel(project_id="7", settings=settings).get("fit_count") == "1"
 
 
-def test_unknown_webhook_event_does_not_call_fit(server):
+def test_unknown_webhook_event_does_not_call_fit(server, settings):
     for action in ("TASKS_CREATED", "PROJECT_UPDATED", "SOMETHING_NEW"):
         response = requests.post(server + "/webhook", json={"action": action, "project": {"id": 8}})
         assert response.status_code == 200
         assert response.json() == {"status": "Unknown event"}
-    assert EchoModel(project_id="8").get("fit_count") is None
+    assert EchoModel(project_id="8", settings=settings).get("fit_count") is None
 
 
 def test_train_accepts_webhook_form_and_older_annotations_form(server):
@@ -235,25 +234,31 @@ def test_malformed_requests_get_4xx_json_and_server_stays_up(server, method, pat
     assert requests.get(server + "/health").status_code == 200
 
 
-def test_oversized_body_is_413_json(model_dir, monkeypatch):
-    monkeypatch.setenv("MAX_REQUEST_MB", "1")
-    with serve_in_thread(init_app(EchoModel)) as base:
+def test_oversized_body_is_413_json(settings):
+    with serve_in_thread(init_app(EchoModel, settings=settings.replace(max_request_mb=1))) as base:
         response = requests.post(base + "/predict", data="x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"})
         assert response.status_code == 413 and response.json()["status"] == 413
         assert requests.get(base + "/health").status_code == 200
 
 
-def test_unexpected_error_is_500_json_without_traceback(model_dir):
-    class Broken(EchoModel):
-        def setup(self):
-            raise ZeroDivisionError("bad setup")
+class Broken(EchoModel):
+    def setup(self):
+        raise ZeroDivisionError("bad setup")
 
-    with serve_in_thread(init_app(Broken)) as base:
+
+def test_unexpected_error_is_500_json_without_traceback(settings):
+    with serve_in_thread(init_app(Broken, settings=settings)) as base:
         response = requests.post(base + "/setup", json={"project": "1", "schema": CONFIG})
         assert response.status_code == 500
         assert response.json()["detail"] == "Internal error: ZeroDivisionError: bad setup"
         assert "traceback" not in response.json()
         assert requests.get(base + "/health").status_code == 200
+
+
+def test_debug_settings_add_the_traceback_to_a_500(settings):
+    with serve_in_thread(init_app(Broken, settings=settings.replace(debug=True))) as base:
+        response = requests.post(base + "/setup", json={"project": "1", "schema": CONFIG})
+    assert response.status_code == 500 and "ZeroDivisionError" in response.json()["traceback"]
 
 
 def _wire_sample(name):
@@ -267,8 +272,9 @@ WIRE = ["GET_health", "GET_versions", "POST_setup", "POST_predict", "POST_predic
 
 
 @contextlib.contextmanager
-def _label_studio_confirming(webhook, monkeypatch):
-    """A fake Label Studio holding the webhook's annotation, task and project (none for a deletion)."""
+def _label_studio_confirming(webhook, settings):
+    """A fake Label Studio holding the webhook's annotation, task and project (none for a deletion);
+    yields `settings` naming it."""
     app = make_fake_label_studio()
     state, project = app.config["state"], webhook["project"]
     state["projects"][project["id"]] = project
@@ -277,20 +283,19 @@ def _label_studio_confirming(webhook, monkeypatch):
         state["annotations"][webhook["annotation"]["id"]] = dict(webhook["annotation"], task=task["id"], project=project["id"])
         state["tasks"][task["id"]] = task
     with serve_in_thread(app) as ls_url:
-        monkeypatch.setenv("LABEL_STUDIO_URL", ls_url)
-        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
-        yield
+        yield settings.replace(label_studio_url=ls_url, label_studio_api_key=LEGACY_TOKEN)
 
 
 @pytest.mark.parametrize("name", WIRE)
-def test_every_captured_label_studio_request_is_accepted_with_basic_auth(model_dir, monkeypatch, name):
+def test_every_captured_label_studio_request_is_accepted_with_basic_auth(settings, name):
     """The captures were made with Basic auth mluser:mlpass; annotation webhooks carry no header."""
     sample = _wire_sample(name)
     headers = {k: v for k, v in sample["headers"].items() if k in ("Authorization", "Content-Type")}
     with contextlib.ExitStack() as stack:
         if "Authorization" not in headers:  # the backend confirms such webhooks with Label Studio
-            stack.enter_context(_label_studio_confirming(sample["body"], monkeypatch))
-        base = stack.enter_context(serve_in_thread(init_app(EchoModel, basic_auth_user="mluser", basic_auth_pass="mlpass")))
+            settings = stack.enter_context(_label_studio_confirming(sample["body"], settings))
+        base = stack.enter_context(serve_in_thread(init_app(EchoModel, basic_auth_user="mluser", basic_auth_pass="mlpass",
+                                                            settings=settings)))
         response = requests.request(sample["method"], base + sample["path"], headers=headers,
                                     data=json.dumps(sample["body"]) if sample["body"] is not None else None)
     assert response.status_code in (200, 201), response.text
@@ -300,19 +305,19 @@ def test_every_captured_label_studio_request_is_accepted_with_basic_auth(model_d
         assert all(r["model_version"] == "echo-1" for r in body["results"])
     if name.startswith("POST_webhook"):
         assert body["status"] == "ok"
-        assert EchoModel(project_id="5").get("last_event") == sample["body"]["action"]
+        assert EchoModel(project_id="5", settings=settings).get("last_event") == sample["body"]["action"]
 
 
 ENDPOINTS = [("GET", "/"), ("GET", "/health"), ("POST", "/setup"), ("POST", "/predict"), ("POST", "/train"),
              ("GET", "/versions"), ("GET", "/metrics"), ("POST", "/webhook")]
 
 
-def test_basic_auth_guards_every_endpoint(model_dir):
+def test_basic_auth_guards_every_endpoint(settings):
     bodies = {"/setup": {"project": "1", "schema": CONFIG}, "/predict": {"tasks": [{"data": {"text": "x"}}], "project": "1"},
               "/train": {"project": {"id": 1}}, "/webhook": {"action": "START_TRAINING", "project": {"id": 1}}}
     good = "Basic " + base64.b64encode(b"user:pa ss").decode()
     bad = "Basic " + base64.b64encode(b"user:wrong").decode()
-    with serve_in_thread(init_app(EchoModel, basic_auth_user="user", basic_auth_pass="pa ss")) as base:
+    with serve_in_thread(init_app(EchoModel, basic_auth_user="user", basic_auth_pass="pa ss", settings=settings)) as base:
         for method, path in ENDPOINTS:
             for header in (None, bad):
                 response = requests.request(method, base + path, json=bodies.get(path),
@@ -324,13 +329,13 @@ def test_basic_auth_guards_every_endpoint(model_dir):
             assert response.status_code in (200, 201), (path, response.text)
 
 
-def test_unauthenticated_annotation_webhook_without_label_studio_settings_is_refused(model_dir):
+def test_unauthenticated_annotation_webhook_without_label_studio_settings_is_refused(settings):
     """With Label Studio settings it trains on what Label Studio confirms (test_webhook_confirmation.py)."""
-    with serve_in_thread(init_app(EchoModel, basic_auth_user="u", basic_auth_pass="p")) as base:
+    with serve_in_thread(init_app(EchoModel, settings=settings.replace(basic_auth_user="u", basic_auth_pass="p"))) as base:
         response = requests.post(base + "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3},
                                                           "annotation": {"id": 1}})
         assert response.status_code == 403 and "LABEL_STUDIO_API_KEY" in response.json()["detail"]
-        assert EchoModel(project_id="3").get("fit_count") is None
+        assert EchoModel(project_id="3", settings=settings).get("fit_count") is None
         # unknown project events without credentials: a quick 200, nothing run
         assert requests.post(base + "/webhook", json={"action": "TASKS_CREATED", "project": {"id": 3}}).status_code == 200
         # nothing else opens: no training, no predictions without credentials
@@ -338,10 +343,8 @@ def test_unauthenticated_annotation_webhook_without_label_studio_settings_is_ref
         assert requests.post(base + "/predict", json={"tasks": [{"data": {"text": "x"}}]}).status_code == 401
 
 
-def test_overload_answers_503_with_retry_after(model_dir, monkeypatch):
-    monkeypatch.setenv("PREDICT_CONCURRENCY", "1")
-    monkeypatch.setenv("PREDICT_QUEUE_SIZE", "0")
-    with serve_in_thread(init_app(EchoModel)) as base:
+def test_overload_answers_503_with_retry_after(settings):
+    with serve_in_thread(init_app(EchoModel, settings=settings.replace(predict_concurrency=1, predict_queue_size=0))) as base:
         slow = threading.Thread(target=predict, args=(base, [{"data": {"text": "sleep"}}]))
         slow.start()
         try:

@@ -133,11 +133,11 @@ def test_worker_killed_mid_job_another_worker_finishes_it(backend, job_env, fake
     assert [p["task"] for p in state["predictions"]] == [4]
 
 
-def test_without_background_jobs_predictions_stay_synchronous_and_unknown_jobs_are_404(model_dir):
+def test_without_background_jobs_predictions_stay_synchronous_and_unknown_jobs_are_404(settings):
     from label_studio_ml.api import init_app
     from sdk_models import LongModel
 
-    with serve_in_thread(init_app(LongModel)) as base:
+    with serve_in_thread(init_app(LongModel, settings=settings)) as base:
         response = requests.get(base + "/jobs/abc")
         assert response.status_code == 404 and response.json()["detail"] == "No job abc"
         body = predict(base, [{"id": 1, "data": {"text": "x", "long": True}}]).json()
@@ -156,11 +156,11 @@ def job(base, job_id):
     return requests.get(f"{base}/jobs/{job_id}", timeout=10).json()
 
 
-def test_without_background_jobs_training_runs_on_a_thread_and_jobs_shows_it(model_dir):
+def test_without_background_jobs_training_runs_on_a_thread_and_jobs_shows_it(settings):
     from label_studio_ml.api import init_app
     from sdk_models import TrainingModel
 
-    with serve_in_thread(init_app(TrainingModel)) as base:
+    with serve_in_thread(init_app(TrainingModel, settings=settings)) as base:
         job_id = train(base, epochs=3, seconds=0.5)
         running = wait_until(lambda: (s := job(base, job_id))["status"] == "started" and s["progress"] and s, timeout=10)
         assert running["progress"]["epochs"] == 3 and running["description"] == "train"
@@ -168,45 +168,47 @@ def test_without_background_jobs_training_runs_on_a_thread_and_jobs_shows_it(mod
         assert finished["progress"] == {"epoch": 3, "epochs": 3}
         assert finished["result"] == {"epochs": 3, "project": "7", "label_config": "<View/>"}
         assert finished["started_at"] and finished["ended_at"]
+        # the instance that trained on the thread had the server's settings (its store)
+        assert TrainingModel(project_id="7", settings=settings).get("trained_epochs") == "3"
 
         failed_id = train(base, epochs=0)
         failed = wait_until(lambda: (s := job(base, failed_id))["status"] == "failed" and s, timeout=10)
         assert failed["error"] == "ValueError: nothing to train: epochs must be at least 1"
 
 
-def test_a_thread_job_whose_process_ended_reads_as_failed(model_dir):
+def test_a_thread_job_whose_process_ended_reads_as_failed(settings):
     import json
     import subprocess
 
     from label_studio_ml import jobs
-    from label_studio_ml.cache import get_store
+    from label_studio_ml.store import open_store
 
     ended = subprocess.Popen(["true"])
     ended.wait()
     record = {"id": "thread-gone", "status": "started", "description": "x", "host": __import__("socket").gethostname(),
               "pid": ended.pid, "progress": {"epoch": 1}}
-    get_store().set(jobs.THREAD_JOBS_PROJECT, "job:thread-gone", json.dumps(record))
-    status = jobs.job_status("thread-gone")
+    open_store(settings).set(jobs.THREAD_JOBS_PROJECT, "job:thread-gone", json.dumps(record))
+    status = jobs.job_status(settings, "thread-gone")
     assert status["status"] == "failed" and "ended before it finished" in status["error"]
     assert status["progress"] == {"epoch": 1}
 
 
 @pytest.mark.parametrize("same_process", [True, False])
-def test_a_thread_job_is_running_only_while_the_process_that_recorded_it_runs(model_dir, same_process):
+def test_a_thread_job_is_running_only_while_the_process_that_recorded_it_runs(settings, same_process):
     """The pid of a job's process is taken by another one (a restarted container numbers its
     processes alike): the record's start time tells them apart."""
     import json
     import socket
 
     from label_studio_ml import jobs
-    from label_studio_ml.cache import get_store
+    from label_studio_ml.store import open_store
 
     started = jobs.process_start(os.getpid())
     assert started is not None
     record = {"id": "thread-pid", "status": "started", "description": "x", "host": socket.gethostname(),
               "pid": os.getpid(), "pid_started": started if same_process else str(int(started) - 1)}
-    get_store().set(jobs.THREAD_JOBS_PROJECT, "job:thread-pid", json.dumps(record))
-    status = jobs.job_status("thread-pid")
+    open_store(settings).set(jobs.THREAD_JOBS_PROJECT, "job:thread-pid", json.dumps(record))
+    status = jobs.job_status(settings, "thread-pid")
     if same_process:
         assert status["status"] == "started" and "error" not in status
     else:

@@ -15,11 +15,11 @@ from sdk_models import EchoModel
 
 
 @pytest.fixture
-def fake_ls(model_dir, monkeypatch):
+def fake_ls(settings):
+    """A fake Label Studio: its URL, its state, and settings naming it (with no API key)."""
     app = make_fake_label_studio()
     with serve_in_thread(app) as base:
-        monkeypatch.setenv("LABEL_STUDIO_URL", base)
-        yield base, app.config["state"]
+        yield base, app.config["state"], settings.replace(label_studio_url=base)
 
 
 def read(path):
@@ -27,35 +27,36 @@ def read(path):
         return f.read()
 
 
-def test_local_paths_are_used_as_is(tmp_path, model_dir):
+def test_local_paths_are_used_as_is(tmp_path, settings):
     image = tmp_path / "a.png"
     image.write_bytes(PNG_BYTES)
-    assert media.get_local_path(str(image)) == str(image)
-    assert media.get_local_path("file://" + str(image)) == str(image)
+    assert media.get_local_path(settings, str(image)) == str(image)
+    assert media.get_local_path(settings, "file://" + str(image)) == str(image)
     with pytest.raises(NotFound, match="/no/such/file.png"):
-        media.get_local_path("/no/such/file.png")
+        media.get_local_path(settings, "/no/such/file.png")
     with pytest.raises(TaskDataError):  # one task's bad data, not a bad request
-        media.get_local_path(None)
+        media.get_local_path(settings, None)
 
 
-def test_upload_with_legacy_token(fake_ls, monkeypatch):
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
-    path = media.get_local_path("/data/upload/1/img.png")
+def test_upload_with_legacy_token(fake_ls, model_dir):
+    _, _, settings = fake_ls
+    settings = settings.replace(label_studio_api_key=LEGACY_TOKEN)
+    path = media.get_local_path(settings, "/data/upload/1/img.png")
     assert read(path) == PNG_BYTES
-    assert path.startswith(media.media_cache_dir())
+    assert path.startswith(media.media_cache_dir(settings)) and path.startswith(str(model_dir / "media-cache"))
 
 
 @pytest.mark.parametrize("served_via", ["legacy", "proxy"])
 def test_uploads_take_the_route_that_works_and_remember_it(fake_ls, monkeypatch, caplog, served_via):
     """Label Studio 1.23 serves uploads at /data/upload/: one request each, no retry logged. A Label
     Studio that serves them only through the storage proxy costs one failed request, once."""
-    base, state = fake_ls
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    _, state, settings = fake_ls
+    settings = settings.replace(label_studio_api_key=LEGACY_TOKEN)
     monkeypatch.setattr(media, "_upload_routes", media._UploadRoutes())
     state["uploads_via"] = served_via
     with caplog.at_level("INFO"):
         for name in ("one.png", "two.png", "three.png"):
-            assert read(media.get_local_path(f"/data/upload/1/{name}")) == PNG_BYTES
+            assert read(media.get_local_path(settings, f"/data/upload/1/{name}")) == PNG_BYTES
     retries = [r for r in caplog.records if "failed" in r.getMessage().lower()]
     if served_via == "legacy":
         assert state["upload_requests"] == ["legacy"] * 3 and retries == []
@@ -63,68 +64,66 @@ def test_uploads_take_the_route_that_works_and_remember_it(fake_ls, monkeypatch,
         assert state["upload_requests"] == ["legacy", "proxy", "proxy", "proxy"] and len(retries) == 1
 
 
-def test_one_file_asked_for_by_two_threads_is_downloaded_once_and_whole(fake_ls, monkeypatch):
+def test_one_file_asked_for_by_two_threads_is_downloaded_once_and_whole(fake_ls):
     """The second thread waits for the first download instead of reading its half-written file."""
-    base, state = fake_ls
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+    _, state, settings = fake_ls
+    settings = settings.replace(label_studio_api_key=LEGACY_TOKEN)
     with ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(lambda _: media.get_local_path("/data/upload/1/slow.png"), range(2)))
+        paths = list(pool.map(lambda _: media.get_local_path(settings, "/data/upload/1/slow.png"), range(2)))
     assert [read(p) for p in paths] == [PNG_BYTES, PNG_BYTES]
     assert state["downloads"] == 1
 
 
-def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls, monkeypatch):
-    base, state = fake_ls
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal_access_token())
-    assert read(media.get_local_path("/data/upload/1/one.png")) == PNG_BYTES
+def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls):
+    _, state, settings = fake_ls
+    settings = settings.replace(label_studio_api_key=personal_access_token())
+    assert read(media.get_local_path(settings, "/data/upload/1/one.png")) == PNG_BYTES
     assert state["refreshes"] == 1
-    assert read(media.get_local_path("/data/upload/1/two.png")) == PNG_BYTES
+    assert read(media.get_local_path(settings, "/data/upload/1/two.png")) == PNG_BYTES
     assert state["refreshes"] == 1, "a valid access token is reused"
     state["valid_access"].clear()  # Label Studio revoked the access token
-    assert read(media.get_local_path("/data/upload/1/three.png")) == PNG_BYTES
+    assert read(media.get_local_path(settings, "/data/upload/1/three.png")) == PNG_BYTES
     assert state["refreshes"] == 2
 
 
-def test_cloud_storage_uri_goes_through_presign_with_task_id(fake_ls, monkeypatch):
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
-    assert read(media.get_local_path("s3://bucket/a.png", task_id=10)) == PNG_BYTES
+def test_cloud_storage_uri_goes_through_presign_with_task_id(fake_ls):
+    _, _, settings = fake_ls
+    settings = settings.replace(label_studio_api_key=LEGACY_TOKEN)
+    assert read(media.get_local_path(settings, "s3://bucket/a.png", task_id=10)) == PNG_BYTES
     with pytest.raises(FailedDependency, match="s3://bucket/b.png"):
-        media.get_local_path("s3://bucket/b.png")  # no task id: cannot presign
+        media.get_local_path(settings, "s3://bucket/b.png")  # no task id: cannot presign
 
 
-def test_wrong_token_missing_file_and_timeouts_name_the_url(fake_ls, monkeypatch):
-    base, _ = fake_ls
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "wrong")
+def test_wrong_token_missing_file_and_timeouts_name_the_url(fake_ls):
+    base, _, settings = fake_ls
     with pytest.raises(FailedDependency, match=r"HTTP 401.*LABEL_STUDIO_API_KEY"):
-        media.get_local_path("/data/upload/1/img.png")
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+        media.get_local_path(settings.replace(label_studio_api_key="wrong"), "/data/upload/1/img.png")
+    settings = settings.replace(label_studio_api_key=LEGACY_TOKEN)
     with pytest.raises(NotFound, match="missing.png"):
-        media.get_local_path("/data/upload/1/missing.png")
-    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "0.5")
+        media.get_local_path(settings, "/data/upload/1/missing.png")
+    settings = settings.replace(media_read_timeout=0.5)
     with pytest.raises(FailedDependency, match="slow.png"):
-        media.get_local_path(base + "/public/slow.png")
+        media.get_local_path(settings, base + "/public/slow.png")
     with pytest.raises(FailedDependency, match="127.0.0.1:9"):
-        media.get_local_path("http://127.0.0.1:9/unreachable.png")
-    monkeypatch.setenv("MEDIA_MAX_BYTES", "1000")
+        media.get_local_path(settings, "http://127.0.0.1:9/unreachable.png")
     with pytest.raises(PayloadTooLarge, match="huge.png"):
-        media.get_local_path(base + "/public/huge.png")
+        media.get_local_path(settings.replace(media_max_bytes=1000), base + "/public/huge.png")
 
 
-def test_label_studio_urls_without_label_studio_url_are_a_clear_error(model_dir):
+def test_label_studio_urls_without_label_studio_url_are_a_clear_error(settings):
     for url in ("/data/upload/1/img.png", "s3://bucket/a.png", "/data/local-files/?d=a.png"):
         with pytest.raises(FailedDependency, match="LABEL_STUDIO_URL is not set"):
-            media.get_local_path(url, task_id=1)
+            media.get_local_path(settings, url, task_id=1)
 
 
-def test_setup_credentials_are_the_fallback(fake_ls, monkeypatch):
-    base, _ = fake_ls
-    monkeypatch.delenv("LABEL_STUDIO_URL")
-    with serve_in_thread(init_app(EchoModel)) as server:
+def test_setup_credentials_are_the_fallback(fake_ls, settings):
+    base, _, _ = fake_ls
+    with serve_in_thread(init_app(EchoModel, settings=settings)) as server:
         requests.post(server + "/setup", json={"project": "3.1", "schema": "<View/>", "hostname": base,
                                                "access_token": LEGACY_TOKEN})
-    assert read(EchoModel(project_id="3").get_local_path("/data/upload/3/x.png")) == PNG_BYTES
+    assert read(EchoModel(project_id="3", settings=settings).get_local_path("/data/upload/3/x.png")) == PNG_BYTES
     with pytest.raises(FailedDependency):
-        EchoModel(project_id="4").get_local_path("/data/upload/3/x.png")
+        EchoModel(project_id="4", settings=settings).get_local_path("/data/upload/3/x.png")
 
 
 def test_media_cache_stays_bounded(tmp_path):
@@ -137,13 +136,11 @@ def test_media_cache_stays_bounded(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["f6", "f7", "f8", "f9"]
 
 
-def test_connection_check_line(fake_ls, monkeypatch):
-    base, _ = fake_ls
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
-    assert media.check_label_studio_connection().startswith(f"Label Studio at {base} is reachable, legacy token accepted")
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal_access_token())
-    assert "personal access token accepted" in media.check_label_studio_connection()
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "nope")
-    assert "HTTP 401" in media.check_label_studio_connection()
-    monkeypatch.setenv("LABEL_STUDIO_URL", "localhost:8080")
-    assert "no scheme" in media.check_label_studio_connection()
+def test_connection_check_line(fake_ls):
+    base, _, settings = fake_ls
+    check = media.check_label_studio_connection
+    assert check(settings.replace(label_studio_api_key=LEGACY_TOKEN)).startswith(
+        f"Label Studio at {base} is reachable, legacy token accepted")
+    assert "personal access token accepted" in check(settings.replace(label_studio_api_key=personal_access_token()))
+    assert "HTTP 401" in check(settings.replace(label_studio_api_key="nope"))
+    assert "no scheme" in check(settings.replace(label_studio_url="localhost:8080", label_studio_api_key="nope"))

@@ -8,7 +8,8 @@ import requests
 
 from helpers import PYTHON, REPO_ROOT, serve_in_process, serve_in_thread
 from label_studio_ml.api import init_app
-from label_studio_ml.cache import RedisStore, SQLiteStore, get_store
+from label_studio_ml.settings import Settings
+from label_studio_ml.store import RedisStore, SQLiteStore, open_store
 from sdk_models import EchoModel
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -42,37 +43,43 @@ def test_four_processes_times_200_concurrent_writes_lose_nothing(model_dir):
     assert items["hot"] in {"w0", "w1", "w2", "w3"}
 
 
-def test_projects_are_isolated(model_dir):
-    a, b = EchoModel(project_id="1"), EchoModel(project_id="2")
+def test_projects_are_isolated(settings):
+    a, b = EchoModel(project_id="1", settings=settings), EchoModel(project_id="2", settings=settings)
     a.set("key", "A")
     assert b.get("key") is None and not b.has("key") and a.has("key")
 
 
-def test_model_version_semver_and_bump(model_dir):
+def test_model_version_semver_and_bump(settings):
     class Plain(EchoModel):
         def setup(self):
             pass
 
-    model = Plain(project_id="1")
+    model = Plain(project_id="1", settings=settings)
     assert str(model.model_version) == "0.0.1"
     assert model.bump_model_version() == "0.1.0"
-    assert str(Plain(project_id="1").model_version) == "0.1.0"
+    assert str(Plain(project_id="1", settings=settings).model_version) == "0.1.0"
     model.set("model_version", "yolo")
     assert model.bump_model_version() == "yolo.1"
     assert model.bump_model_version() == "yolo.2"
 
 
-def test_label_config_is_remembered_per_project(model_dir):
-    EchoModel(project_id="4", label_config="<View><Text name='t' value='$t'/></View>")
-    assert EchoModel(project_id="4").label_config == "<View><Text name='t' value='$t'/></View>"
-    assert EchoModel(project_id="5").label_config is None
+def test_label_config_is_remembered_per_project(settings):
+    EchoModel(project_id="4", label_config="<View><Text name='t' value='$t'/></View>", settings=settings)
+    assert EchoModel(project_id="4", settings=settings).label_config == "<View><Text name='t' value='$t'/></View>"
+    assert EchoModel(project_id="5", settings=settings).label_config is None
 
 
-def test_redis_backend_shares_state_between_two_app_instances(redis_url, model_dir, monkeypatch):
-    monkeypatch.setenv("CACHE_TYPE", "redis")
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    assert isinstance(get_store(), RedisStore)
-    with serve_in_thread(init_app(EchoModel)) as first, serve_in_thread(init_app(EchoModel)) as second:
+def test_one_store_per_location_whatever_the_settings_object(settings, tmp_path):
+    model = EchoModel(project_id="1", settings=settings)
+    assert model.store is open_store(settings.replace(predict_concurrency=1))
+    assert open_store(settings.replace(model_dir=str(tmp_path))) is not model.store
+
+
+def test_redis_backend_shares_state_between_two_app_instances(redis_url, model_dir, settings):
+    settings = settings.replace(cache_type="redis", redis_url=redis_url)
+    assert isinstance(open_store(settings), RedisStore)
+    with serve_in_thread(init_app(EchoModel, settings=settings)) as first, \
+            serve_in_thread(init_app(EchoModel, settings=settings)) as second:
         requests.post(first + "/setup", json={"project": "21.5", "schema": "<View/>", "extra_params": {"shared": True}})
         requests.post(first + "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 21}})
         result = requests.post(second + "/predict", json={"tasks": [{"data": {"text": "x"}}], "project": "21"}).json()
@@ -92,7 +99,6 @@ def test_redis_backend_across_processes(redis_url, model_dir):
         assert response.json()["result"]["fit_count"] == 6
 
 
-def test_unknown_cache_type_is_a_clear_error(model_dir, monkeypatch):
-    monkeypatch.setenv("CACHE_TYPE", "memcached")
+def test_unknown_cache_type_is_a_clear_error():
     with pytest.raises(ValueError, match="CACHE_TYPE"):
-        get_store()
+        Settings.from_env({"CACHE_TYPE": "memcached"})

@@ -10,10 +10,20 @@ from label_studio_ml.api import init_app  # noqa: E402
 from label_studio_ml.wsgi import configure_logging, run_model_server  # noqa: E402
 from model import YOLO  # noqa: E402
 from utils.inference import start_preloading  # noqa: E402
+from utils.settings import default_yolo_settings  # noqa: E402
+from utils.ultralytics_env import prepare_ultralytics  # noqa: E402
+
+
+def preload(settings) -> None:
+    """`PRELOAD_MODELS` loaded in the background of this serving process (whose SDK settings are
+    `settings`), Ultralytics prepared first."""
+    prepare_ultralytics(settings)
+    start_preloading(default_yolo_settings(), settings)
+
 
 if __name__ == "__main__":
-    run_model_server(YOLO, on_start=start_preloading)
+    run_model_server(YOLO, on_start=preload)
 else:
     configure_logging()
     app = init_app(model_class=YOLO)
-    start_preloading()
+    preload(app.extensions["ml_server"].settings)

@@ -15,8 +15,9 @@ Exit status: 0 when every task got its prediction, 1 when some tasks failed (lis
 project or task, unusable labeling config).
 
 Environment: `LABEL_STUDIO_URL` (or `LABEL_STUDIO_HOST`) and `LABEL_STUDIO_API_KEY` are the
-defaults of `--ls-url` / `--ls-api-key`, which are also the credentials used to download task media;
-`LOG_LEVEL`; and the backend's own variables (`MODEL_ROOT`, `MODEL_DIR`, `MODEL_VERSION`, ...).
+defaults of `--ls-url` / `--ls-api-key`, which are also the credentials used to download task media
+(the backend gets them as its settings); `LOG_LEVEL`; and the backend's own variables
+(`MODEL_ROOT`, `MODEL_DIR`, `MODEL_VERSION`, ...).
 """
 
 import argparse
@@ -59,14 +60,14 @@ class Report:
 
 # ----- arguments ---------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings) -> argparse.ArgumentParser:
+    """The command line; `settings` (the backend's, from the environment) give the Label Studio defaults."""
     parser = argparse.ArgumentParser(
         prog="cli.py", description="Predict Label Studio tasks with the YOLO backend and store the predictions in "
                                    "Label Studio.")
-    parser.add_argument("--ls-url", default=os.getenv("LABEL_STUDIO_URL") or os.getenv("LABEL_STUDIO_HOST")
-                        or DEFAULT_LS_URL,
+    parser.add_argument("--ls-url", default=settings.label_studio_url or DEFAULT_LS_URL,
                         help=f"Label Studio URL (default: LABEL_STUDIO_URL or {DEFAULT_LS_URL})")
-    parser.add_argument("--ls-api-key", default=os.getenv("LABEL_STUDIO_API_KEY"),
+    parser.add_argument("--ls-api-key", default=settings.label_studio_api_key or None,
                         help="Label Studio legacy token or personal access token (default: LABEL_STUDIO_API_KEY)")
     parser.add_argument("--project", type=int, required=True, help="Label Studio project id")
     parser.add_argument("--tasks", required=True,
@@ -80,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = build_parser()
+def parse_args(argv: Optional[Sequence[str]] = None, settings=None) -> argparse.Namespace:
+    """The command line, with defaults from `settings` (default: the backend's, read from the environment)."""
+    from utils.settings import backend_settings
+
+    parser = build_parser(settings or backend_settings())
     args = parser.parse_args(argv)
     if not args.ls_api_key:
         parser.error("no Label Studio API key: pass --ls-api-key or set LABEL_STUDIO_API_KEY")
@@ -221,8 +225,9 @@ def already_predicted(task: dict, model_version: str) -> bool:
 
 # ----- run ---------------------------------------------------------------------------------------
 
-def run(args: argparse.Namespace) -> Report:
-    """Predict the tasks and store the predictions; raises `CliError` when nothing can be done."""
+def run(args: argparse.Namespace, settings) -> Report:
+    """Predict the tasks and store the predictions with the backend's `settings`, whose Label
+    Studio URL and API key become the command line's; raises `CliError` when nothing can be done."""
     from tqdm import tqdm
 
     tasks = parse_tasks_arg(args.tasks)
@@ -241,13 +246,12 @@ def run(args: argparse.Namespace) -> Report:
 
     # The backend fetches /data/upload/... media with these credentials, like the served backend
     # does with LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY.
-    os.environ["LABEL_STUDIO_URL"] = args.ls_url
-    os.environ["LABEL_STUDIO_API_KEY"] = args.ls_api_key
+    settings = settings.replace(label_studio_url=args.ls_url, label_studio_api_key=args.ls_api_key)
     from label_studio_ml.exceptions import MLBackendError
     from model import YOLO
 
     try:
-        model = YOLO(project_id=str(args.project), label_config=project.label_config)
+        model = YOLO(project_id=str(args.project), label_config=project.label_config, settings=settings)
     except MLBackendError as exc:
         raise CliError(f"project {args.project}: {exc.detail}") from None
     version = str(model.model_version)
@@ -328,13 +332,19 @@ def ultralytics_logger() -> logging.Logger:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from label_studio_ml.wsgi import configure_logging
+    from utils.settings import backend_settings
 
-    args = parse_args(argv)
-    configure_logging()
+    try:
+        settings = backend_settings()
+    except ValueError as exc:  # an environment variable that does not parse, named
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = parse_args(argv, settings)
+    configure_logging(settings.log_level)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
     try:
-        report = run(args)
+        report = run(args, settings)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

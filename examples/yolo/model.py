@@ -1,32 +1,42 @@
 """The YOLO backend: every servable control tag of the labeling config, predicted with Ultralytics.
 
-Per request: the config is turned into control models (cheap); the tasks are predicted in batches
-of `YOLO_BATCH_SIZE`: each batch's images are decoded (once per file, see `TaskMedia`), every
-control model runs its weights over them, and they are released before the next batch. A task
-whose media is missing or broken gets its own error and the rest of the batch its predictions.
+Per request: the config is turned into control models (cheap), each given the request's
+`ControlContext` (project, store, settings, media access: control models never see this
+instance); the tasks are predicted in batches of `YOLO_BATCH_SIZE`: each batch's images are
+decoded (once per file, see `TaskMedia`), every control model runs its weights over them, and
+they are released before the next batch. A task whose media is missing or broken gets its own
+error and the rest of the batch its predictions.
+
+Settings: the SDK's (`self.settings`, with the YOLO default `MODEL_DIR`, see `default_settings`)
+and the YOLO backend's own (`self.yolo_settings`: the `yolo_settings` keyword argument, e.g.
+`init_app(YOLO, model_kwargs={"yolo_settings": ...})`, else read from the environment once).
 """
 
+import functools
 import logging
-import os
 from typing import Callable, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
 from control_models import control_models_for
+from control_models.context import ControlContext
 from interactive.cache import load_image_once
+from label_studio_ml import jobs
 from label_studio_ml.exceptions import LabelConfigError, MLBackendError, TaskDataError
 from label_studio_ml.isolation import TaskFailed, call_isolated, run_isolated
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
-from label_studio_ml.parsing import env_int
+from label_studio_ml.settings import Settings
 from training.dataset import CannotTrain
 from training.job import counts_towards_training, run_training, start_trainings
 from training.versions import ServingState, TrainedVersions
 from utils.images import load_image
 from utils.video import VideoFrames
-from utils.inference import batch_size, registry
-from utils.weights import model_root
+from utils.inference import registry
+from utils.project_store import ProjectStore
 from utils.prompts import Prompts, read_prompts
+from utils.settings import YoloSettings, default_backend_settings, default_yolo_settings
+from utils.ultralytics_env import prepare_ultralytics
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +51,8 @@ class TaskMedia:
     (they are small) so a broken file is tried once.
     """
 
-    def __init__(self, backend: LabelStudioMLBase, tasks: List[dict]):
-        self.backend = backend
+    def __init__(self, context: ControlContext, tasks: List[dict]):
+        self.context = context
         self.tasks = tasks
         self._paths: Dict[str, Union[str, MLBackendError]] = {}  # URL -> local path
         self._images: Dict[str, Union[np.ndarray, MLBackendError]] = {}  # local path -> decoded image
@@ -58,11 +68,11 @@ class TaskMedia:
 
     def local_path(self, index: int, key: str) -> str:
         url = self.url(index, key)
-        return _cached(self._paths, url, lambda: self.backend.get_local_path(url, task_id=self.tasks[index].get("id")))
+        return _cached(self._paths, url, lambda: self.context.local_path(url, task_id=self.tasks[index].get("id")))
 
     def image(self, index: int, key: str) -> np.ndarray:
         path = self.local_path(index, key)
-        return _cached(self._images, path, lambda: load_image(path))
+        return _cached(self._images, path, lambda: load_image(path, self.context.yolo.max_image_pixels))
 
     def hold_only(self, indices: Iterable[int], keys: Iterable[str]) -> None:
         """Release the decoded images that no task of `indices` shows under `keys` (the next batch)."""
@@ -94,14 +104,32 @@ class YOLO(LabelStudioMLBase):
 
     TRAINS_IN_BACKGROUND = True  # fit only submits training jobs (training/job.py)
 
+    @classmethod
+    def default_settings(cls) -> Settings:
+        """The SDK settings from the environment, with `examples/yolo/data/server` as the default
+        `MODEL_DIR` (utils/settings.py)."""
+        return default_backend_settings()
+
     def setup(self):
+        self.yolo_settings: YoloSettings = self.kwargs.get("yolo_settings") or default_yolo_settings()
+        prepare_ultralytics(self.settings)  # before anything of this instance imports Ultralytics
         self._video_keys = None
         self._serving: Optional[ServingState] = None
+
+    @functools.cached_property
+    def context(self) -> ControlContext:
+        """What this instance's control models may use (one request, webhook or job)."""
+        return ControlContext(project_id=self.project_id, settings=self.settings, yolo=self.yolo_settings,
+                              store=ProjectStore(self.store, self.project_id), local_path=self.get_local_path)
+
+    def control_models(self, strict: bool = True, serving: Optional[ServingState] = None):
+        """The control models of this instance's labeling config (`control_models_for`)."""
+        return control_models_for(self.label_interface, self.context, strict=strict, serving=serving)
 
     # ----- versions: the tags' own weights (`MODEL_VERSION`, default "yolo"), then trained ones ----
     @property
     def trained_versions(self) -> TrainedVersions:
-        return TrainedVersions(self.project_id, self)
+        return TrainedVersions(self.project_id, self.context.store, self.yolo_settings.model_root)
 
     @property
     def serving(self) -> ServingState:
@@ -116,10 +144,10 @@ class YOLO(LabelStudioMLBase):
     def model_version(self) -> str:
         """`yolo`, or `yolo-v<N>` once the project's trained version N serves: a new version makes
         Label Studio's Retrieve Predictions predict again the tasks it had predicted."""
-        return self.serving.project_version(base_version())
+        return self.serving.project_version(self.yolo_settings.model_version)
 
     def available_versions(self) -> List[str]:
-        return self.trained_versions.version_names(base_version())
+        return self.trained_versions.version_names(self.yolo_settings.model_version)
 
     def set_extra_params(self, extra_params) -> None:
         """Connect Model's extra params, sent with every /setup. `{"model_version": "yolo-v2"}` pins
@@ -129,25 +157,26 @@ class YOLO(LabelStudioMLBase):
         super().set_extra_params(extra_params)
         wanted = extra_params.get("model_version") if isinstance(extra_params, dict) else None
         try:
-            self.trained_versions.pin(wanted, base_version())
+            self.trained_versions.pin(wanted, self.yolo_settings.model_version)
         except ValueError as exc:
             logger.warning("Project %s: %s; the pin is left as it was", self.project_id, exc)
         self._serving = None  # /setup answers the version the pin serves
 
     @classmethod
     def backend_status(cls) -> dict:
-        return {"model_root": model_root(), "device": os.getenv("DEVICE") or "auto", "loaded_models": registry.loaded()}
+        """Of the process's settings (`/health` asks the class, not an instance)."""
+        yolo = default_yolo_settings()
+        return {"model_root": yolo.model_root, "device": yolo.device or "auto", "loaded_models": registry.loaded()}
 
     def runs_in_background(self, task: dict) -> bool:
         """With `BACKGROUND_JOBS` on: a task whose video has more than `BACKGROUND_MIN_FRAMES`
         frames (default 1800, a minute at 30 fps) is predicted by an RQ worker, not in the request."""
         if self._video_keys is None:  # asked once per task: look at the config once per request
-            self._video_keys = {c.value for c in control_models_for(self.label_interface, strict=False)
-                                if c.annotates_video}
-        limit = env_int("BACKGROUND_MIN_FRAMES", 1800)
+            self._video_keys = {c.value for c in self.control_models(strict=False) if c.annotates_video}
+        limit = self.yolo_settings.background_min_frames
         for key in self._video_keys:
             try:
-                with VideoFrames(TaskMedia(self, [task]).local_path(0, key)) as video:
+                with VideoFrames(TaskMedia(self.context, [task]).local_path(0, key)) as video:
                     if video.header_frames > limit:
                         return True
             except MLBackendError:
@@ -158,16 +187,16 @@ class YOLO(LabelStudioMLBase):
         prompts = read_prompts(context)
         if prompts:
             return self._predict_prompted(tasks, prompts)
-        controls = [control for control in control_models_for(self.label_interface, serving=self.serving)
+        controls = [control for control in self.control_models(serving=self.serving)
                     if not control.prompt_only and control.is_usable()]
         version = str(self.model_version)
-        media = TaskMedia(self, tasks)
+        media = TaskMedia(self.context, tasks)
         image_keys = {control.value for control in controls if not control.annotates_video}
         regions: List[list] = [[] for _ in tasks]
         errors: List[Optional[str]] = [None] * len(tasks)
 
         # Batch by batch, so a request of many tasks holds one batch of decoded images at a time.
-        size = batch_size()
+        size = self.yolo_settings.yolo_batch_size
         for start in range(0, len(tasks), size):
             batch = range(start, min(start + size, len(tasks)))
             media.hold_only(batch, image_keys)
@@ -177,30 +206,32 @@ class YOLO(LabelStudioMLBase):
                 else:
                     self._predict_images(control, media, batch, regions, errors)
 
-        return [_prediction(version, task_regions, error) for task_regions, error in zip(regions, errors)]
+        return [self._prediction(version, task_regions, error) for task_regions, error in zip(regions, errors)]
 
     def _predict_prompted(self, tasks: List[dict], prompts: List[Prompts]) -> List[dict]:
         """Smart tools: the answer holds only the object the annotator's clicks and boxes point at,
         as regions of every `BrushLabels`/`PolygonLabels` of the prompted image."""
-        outputs = [(control, prompt) for control in control_models_for(self.label_interface, serving=self.serving)
-                   if hasattr(control, "segment_prompted") for prompt in prompts if prompt.to_name == control.to_name]
+        outputs = [(control, prompt) for control in self.control_models(serving=self.serving)
+                   if control.answers_smart_tools for prompt in prompts if prompt.to_name == control.to_name]
         if not outputs:
             raise LabelConfigError(
                 f"Smart-tool prompts on {', '.join(sorted({p.to_name for p in prompts}))} need a <BrushLabels> or "
                 f"<PolygonLabels> on the same image for the answer")
         version = str(self.model_version)
-        media = TaskMedia(self, tasks)
+        media = TaskMedia(self.context, tasks)
+        yolo = self.yolo_settings
 
         def segment(index: int) -> List[dict]:
             return [region for control, prompt in outputs
-                    for region in control.segment_prompted(load_image_once(media.local_path(index, control.value)),
-                                                           prompt)]
+                    for region in control.segment_prompted(
+                        load_image_once(media.local_path(index, control.value), yolo.max_image_pixels,
+                                        yolo.interactive_cache_images), prompt)]
 
         predictions = []
         for i in range(len(tasks)):
             outcome = call_isolated(segment, i, _task_name(media, i))
             failed = isinstance(outcome, TaskFailed)
-            predictions.append(_prediction(version, [] if failed else outcome, outcome.detail if failed else None))
+            predictions.append(self._prediction(version, [] if failed else outcome, outcome.detail if failed else None))
         return predictions
 
     @staticmethod
@@ -234,8 +265,7 @@ class YOLO(LabelStudioMLBase):
             if errors[i] is not None:
                 continue
             outcome = call_isolated(
-                lambda index: control.predict_video(media.local_path(index, control.value), media.tasks[index],
-                                                    backend=media.backend),
+                lambda index: control.predict_video(media.local_path(index, control.value), media.tasks[index]),
                 i, f"{control!r} on {_task_name(media, i)}")
             if isinstance(outcome, TaskFailed):
                 errors[i] = outcome.detail
@@ -248,14 +278,15 @@ class YOLO(LabelStudioMLBase):
         classifiers, and start a tag's training every `model_train_every` annotations."""
         if self.label_interface is None:
             return {"status": "skipped", "reason": "no labeling config"}
-        controls = control_models_for(self.label_interface, strict=False)
+        controls = self.control_models(strict=False)
         trainable = [control for control in controls if control.wants_training()]
         if event == "START_TRAINING":
             due, trained = trainable, {}
         else:
-            due = [control for control in trainable if counts_towards_training(self, control, data)]
-            trained = {control.from_name: control.fit(event, data, self) for control in controls if hasattr(control, "fit")}
-        started = start_trainings(self, due)
+            due = [control for control in trainable if counts_towards_training(control, data)]
+            trained = {control.from_name: control.fit(event, data) for control in controls
+                       if control.learns_from_annotations}
+        started = start_trainings(self.context, due, functools.partial(jobs.submit_model_method, self, "train_tag"))
         if not trained and not started:
             return {"status": "skipped", "reason": "no trainable control tag" if not trainable else "no training due"}
         answer = {"status": "ok"}
@@ -269,38 +300,33 @@ class YOLO(LabelStudioMLBase):
 
     def train_tag(self, from_name: str) -> dict:
         """One training of the tag `from_name` (called in its background job, training/job.py)."""
-        for control in control_models_for(self.label_interface, strict=False):
+        for control in self.control_models(strict=False):
             if control.from_name == from_name and control.wants_training():
-                return run_training(self, control)
+                return run_training(control)
         raise CannotTrain(f"the labeling config has no trainable control tag '{from_name}' (model_trainable=\"true\")")
 
-
-def _prediction(version: str, regions: List[dict], error: Optional[str]) -> dict:
-    """One task's prediction: its regions and their mean score, or its error (logged where it
-    happened, label_studio_ml/isolation.py)."""
-    if error is not None:
-        return task_error(version, error)
-    scores = [r["score"] for r in regions if "score" in r]
-    return {"result": regions, "score": prediction_score(scores), "model_version": version}
+    def _prediction(self, version: str, regions: List[dict], error: Optional[str]) -> dict:
+        """One task's prediction: its regions and their score (`prediction_score`), or its error
+        (logged where it happened, label_studio_ml/isolation.py)."""
+        if error is not None:
+            return task_error(version, error)
+        scores = [r["score"] for r in regions if "score" in r]
+        return {"result": regions, "score": prediction_score(scores, self.yolo_settings.prediction_score),
+                "model_version": version}
 
 
 SCORE_AGGREGATES = {"mean": lambda scores: sum(scores) / len(scores), "min": min, "max": max}
 
 
-def prediction_score(scores: List[float]) -> float:
-    """The task's score, which Label Studio sorts tasks by: `PREDICTION_SCORE=mean` (default) of
-    its regions' scores, `min` (a task's least certain region decides: sorted ascending, the tasks
-    the model is least sure of come first, for active learning) or `max`; 0 without regions."""
-    name = os.getenv("PREDICTION_SCORE", "mean").strip().lower()
-    if name not in SCORE_AGGREGATES:
-        logger.warning("PREDICTION_SCORE=%r is not one of %s; mean is used", name, ", ".join(SCORE_AGGREGATES))
-        name = "mean"
-    return float(SCORE_AGGREGATES[name](scores)) if scores else 0.0
-
-
-def base_version() -> str:
-    """The version name of the tags' own weights (`MODEL_VERSION`, default "yolo")."""
-    return os.getenv("MODEL_VERSION", "yolo")
+def prediction_score(scores: List[float], aggregate: str) -> float:
+    """The task's score, which Label Studio sorts tasks by: by `aggregate` (`PREDICTION_SCORE`),
+    the `mean` of its regions' scores, the `min` (a task's least certain region decides: sorted
+    ascending, the tasks the model is least sure of come first, for active learning) or the
+    `max`; 0 without regions."""
+    if aggregate not in SCORE_AGGREGATES:
+        logger.warning("PREDICTION_SCORE=%r is not one of %s; mean is used", aggregate, ", ".join(SCORE_AGGREGATES))
+        aggregate = "mean"
+    return float(SCORE_AGGREGATES[aggregate](scores)) if scores else 0.0
 
 
 def _task_name(media: TaskMedia, index: int) -> str:

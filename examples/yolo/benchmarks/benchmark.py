@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import requests  # noqa: E402
 from load import predict, process_tree_rss, served_backend  # noqa: E402
 from utils.inference import LoadedModel  # noqa: E402
-from utils.runtimes import ENGINE_NAMES, EXPORTS, engine_available  # noqa: E402
+from utils.runtimes import ENGINE_NAMES, EXPORTS, engine_available, exports_dir  # noqa: E402
 from yolo_helpers import fetch_pose_model  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
@@ -75,11 +75,12 @@ def engines(device: str) -> list:
     return ["torch"] + ([r for r in EXPORTS if engine_available(r)] if device == "cpu" else [])
 
 
-def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, rounds: int) -> tuple:
-    """Plain Ultralytics on one engine (the model as the server loads it), one image per call; and
-    the same model on batches of up to 8 images of one size (the bus and the zidane copies apart),
-    which shows what batching alone gains on this device."""
-    model = LoadedModel(weights, device, runtime).model
+def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, rounds: int, model_dir: str) -> tuple:
+    """Plain Ultralytics on one engine (the model as the server loads it, exported under
+    `model_dir` as the server's are), one image per call; and the same model on batches of up to 8
+    images of one size (the bus and the zidane copies apart), which shows what batching alone gains
+    on this device."""
+    model = LoadedModel(weights, device, runtime, exports_dir(model_dir)).model
     one_by_one = per_image(lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths],
                            len(paths), rounds)
     same_size = [group[i:i + 8] for group in (paths[0::2], paths[1::2]) for i in range(0, len(group), 8)]
@@ -90,20 +91,28 @@ def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, 
 
 def served_seconds_per_image(base: str, tasks: list, config: str, clients: int, rounds: int) -> dict:
     """Seconds per image of `/predict`: sequential one task per request, 8 tasks per request,
-    `clients` concurrent clients of one task per request."""
+    `clients` concurrent clients of one task per request. Every client keeps its connection open
+    between requests (a `requests.Session`), so the figures are the server's, not TCP set-up's
+    (Label Studio builds a new ML API client, so a new connection, for most of its calls)."""
+
+    session = requests.Session()
 
     def sequential():
         for task in tasks:
-            assert predict(base, [task], config).status_code == 200
+            assert predict(base, [task], config, session=session).status_code == 200
 
     def batched():
         for start in range(0, len(tasks), 8):
-            assert predict(base, tasks[start:start + 8], config).status_code == 200
+            assert predict(base, tasks[start:start + 8], config, session=session).status_code == 200
+
+    def one_client(chunk: list) -> None:
+        with requests.Session() as own:
+            for task in chunk:
+                assert predict(base, [task], config, session=own).status_code == 200
 
     def concurrent():
         with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(lambda chunk: [predict(base, [t], config) for t in chunk],
-                          [tasks[i::clients] for i in range(clients)]))
+            list(pool.map(one_client, [tasks[i::clients] for i in range(clients)]))
 
     return {name: per_image(mode, len(tasks), rounds)
             for name, mode in (("sequential", sequential), ("8 tasks", batched), ("clients", concurrent))}
@@ -176,10 +185,9 @@ def main(argv=None) -> int:
         config = CONFIG.format(weights=os.path.basename(weights), labels=PERSON)
         tasks = [{"id": i, "data": {"image": p}} for i, p in enumerate(paths)]
 
-        model_dir = os.path.join(tmp, "model_dir")
-        os.environ["MODEL_DIR"] = model_dir  # where the exports are cached, for the servers too
+        model_dir = os.path.join(tmp, "model_dir")  # where the exports are cached, for the servers too
         served_weights = os.path.join(root, os.path.basename(weights))
-        raw = {name: raw_seconds_per_image(served_weights, name, paths, args.device, args.rounds)
+        raw = {name: raw_seconds_per_image(served_weights, name, paths, args.device, args.rounds, model_dir)
                for name in engines(args.device)}
         env = {"MODEL_ROOT": root, "MODEL_DIR": model_dir, "DEVICE": args.device, "YOLO_RUNTIME": args.runtime,
                "PREDICT_CONCURRENCY": str(args.clients)}

@@ -39,15 +39,15 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="feature-cache-bench-")
     try:
-        os.environ["MODEL_ROOT"] = os.path.join(work, "models")
-        os.environ["MODEL_DIR"] = os.path.join(work, "model_dir")
-        os.makedirs(os.environ["MODEL_ROOT"])
-        shutil.copy(args.model, os.environ["MODEL_ROOT"])
+        model_root = os.path.join(work, "models")
+        os.makedirs(model_root)
+        shutil.copy(args.model, model_root)
 
         import synthetic_video
-        from control_models import control_models_for
-        from label_studio_sdk.label_interface import LabelInterface
-        from utils import video as video_utils
+        from label_studio_ml.settings import Settings
+        from model import YOLO
+        from utils import files
+        from utils.settings import YoloSettings
 
         labels = ["circle", "square", "triangle", None]
         segments = [(labels[i % len(labels)], 30) for i in range(args.frames // 30)] + [("circle", args.frames % 30)]
@@ -56,14 +56,17 @@ def main() -> None:
 
         config = ('<View><Video name="video" value="$video"/><TimelineLabels name="events" toName="video" '
                   f'model_path="{os.path.basename(args.model)}" model_trainable="true"><Label value="A"/></TimelineLabels></View>')
-        (control,) = control_models_for(LabelInterface(config))
-        control.model.predict([np.zeros((args.size, args.size, 3), np.uint8)])  # load and warm up: not timed
+        settings = Settings(model_dir=os.path.join(work, "model_dir"))
+        backend = YOLO(project_id="1", label_config=config, settings=settings,
+                       yolo_settings=YoloSettings(model_root=model_root))
+        (control,) = backend.control_models()
+        control.model.predict([np.zeros((args.size, args.size, 3), np.uint8)], 1)  # load and warm up: not timed
 
         started = time.perf_counter()
         first = control.features(path)
         first_s = time.perf_counter() - started
 
-        video_utils._digests.clear()  # as in a fresh process: the video is hashed again
+        files._digests.clear()  # as in a fresh process: the video is hashed again
         started = time.perf_counter()
         second = control.features(path)
         second_s = time.perf_counter() - started

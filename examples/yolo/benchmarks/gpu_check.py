@@ -54,7 +54,7 @@ def largest_differences(reference, result, attribute: str) -> str:
     return f"coordinates {coordinates:.2f} px, confidences {confidences:.4f}"
 
 
-def check_answers(model_root: str, device: str) -> bool:
+def check_answers(model_root: str, device: str, exports: str) -> bool:
     """Every task type on CUDA against the CPU: FP32 checked, FP16 reported."""
     from test_runtimes import TASK_CASES, assert_same_answers
     from utils.inference import LoadedModel
@@ -63,11 +63,9 @@ def check_answers(model_root: str, device: str) -> bool:
     for weights, images, attribute in TASK_CASES:
         path = os.path.join(model_root, weights)
         batch = images()
-        cpu = LoadedModel(path, "cpu", "torch").predict(batch)
-        cuda = LoadedModel(path, device, "torch").predict(batch)
-        os.environ["YOLO_HALF"] = "true"
-        half = LoadedModel(path, device, "torch").predict(batch)
-        del os.environ["YOLO_HALF"]
+        cpu = LoadedModel(path, "cpu", "torch", exports).predict(batch, len(batch))
+        cuda = LoadedModel(path, device, "torch", exports).predict(batch, len(batch))
+        half = LoadedModel(path, device, "torch", exports, half=True).predict(batch, len(batch))
         try:
             for reference, result in zip(cpu, cuda):
                 assert_same_answers(reference, result, attribute)
@@ -129,8 +127,7 @@ def main(argv=None) -> int:
     weights = os.path.abspath(args.weights or (cached_pose if os.path.isfile(cached_pose)
                                                else os.path.join(TEST_MODELS_DIR, "shapes-det.pt")))
     with tempfile.TemporaryDirectory() as work:
-        os.environ["MODEL_DIR"] = os.path.join(work, "model_dir")
-        same = check_answers(TEST_MODELS_DIR, device)
+        same = check_answers(TEST_MODELS_DIR, device, os.path.join(work, "model_dir", "exports"))
         check_speed(weights, device, work)
         check_training(device, work)
     print("gpu_check: " + ("passed" if same else "FAILED: CUDA answers differ from the CPU's"))

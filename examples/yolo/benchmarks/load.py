@@ -37,7 +37,9 @@ def process_tree_rss(pid: int) -> int:
     return total
 
 
-def predict(base: str, tasks: list, label_config: str, timeout: float = 120) -> requests.Response:
-    return requests.post(base + "/predict", json={"tasks": tasks, "label_config": label_config, "project": "1"},
-                         timeout=timeout)
+def predict(base: str, tasks: list, label_config: str, timeout: float = 120, session=None) -> requests.Response:
+    """POST /predict; with a `requests.Session` the connection is kept between calls, without one
+    each call connects anew."""
+    return (session or requests).post(base + "/predict", json={"tasks": tasks, "label_config": label_config,
+                                                                "project": "1"}, timeout=timeout)
 

@@ -4,6 +4,7 @@ import logging
 from typing import List, Optional
 
 from control_models.base import ControlModel, tag_bool
+from control_models.context import ControlContext
 from control_models.brush_labels import BrushLabelsModel
 from control_models.choices import ChoicesModel
 from control_models.keypoint_labels import KeyPointLabelsModel
@@ -36,9 +37,10 @@ def supported_tags() -> List[str]:
     return sorted({f"{m.control_type} ({'/'.join(m.object_types)})" for m in CONTROL_MODELS})
 
 
-def control_models_for(label_interface, strict: bool = True,
+def control_models_for(label_interface, context: ControlContext, strict: bool = True,
                        serving: Optional[ServingState] = None) -> List[ControlModel]:
-    """A control model for every servable control tag, in config order (`model_skip="true"` skipped).
+    """A control model for every servable control tag, in config order (`model_skip="true"` skipped),
+    each given the request's `context`.
 
     With `strict`, a config with nothing servable is a 400 naming the supported tags. With
     `serving` (what serves the project, read once per request), trainable tags serve their trained
@@ -53,7 +55,7 @@ def control_models_for(label_interface, strict: bool = True,
         for object_tag in control.objects:
             for model_class in CONTROL_MODELS:
                 if model_class.matches(control, object_tag):
-                    models.append(model_class(control, object_tag, label_interface))
+                    models.append(model_class(control, object_tag, label_interface, context))
                     if serving is not None:
                         models[-1].serve_trained(serving)
                     break

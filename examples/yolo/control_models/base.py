@@ -1,8 +1,13 @@
 """What every control model shares: reading its control tag's attributes, its weights, its labels.
 
 A control model serves one control tag (e.g. `<RectangleLabels name="label" toName="image">`) of a
-labeling config. It is built per request from the config (cheap: no weights touched), then asked
-for regions for a batch of images (or one video). Weights come from the process-wide registry.
+labeling config. It is built per request from the config and the request's `ControlContext`
+(cheap: no weights touched), then asked for regions for a batch of images (or one video). Weights
+come from the process-wide registry.
+
+What a control model can do besides predicting images is declared by class attributes, which the
+backend reads instead of probing for methods: `learns_from_annotations` (`fit`, `fit_tasks`) and
+`answers_smart_tools` (`segment_prompted`).
 """
 
 import logging
@@ -11,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from control_models.context import ControlContext
 from label_studio_ml.exceptions import LabelConfigError
 from label_studio_ml.label_config import build_label_map
 from label_studio_ml.parsing import parse_bool
@@ -20,6 +26,7 @@ from training.trainer import TrainOptions
 from training.versions import ServingState
 from utils.detections import Detections, Target
 from utils.inference import LoadedModel, registry
+from utils.prompts import Prompts
 from utils.weights import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -35,10 +42,6 @@ def tag_bool(control, name: str, default: bool) -> bool:
         raise LabelConfigError(f"<{control.tag} name=\"{control.name}\">: {name}={value!r} is not true/false") from None
 
 
-def default_score_threshold() -> float:
-    return float(os.getenv("MODEL_SCORE_THRESHOLD", "0.5"))
-
-
 class ControlModel:
     """Base class; subclasses set the class attributes and a `converter` (images; or override
     `regions_from`) or implement `predict_video`."""
@@ -49,16 +52,23 @@ class ControlModel:
     default_model = "yolov8m.pt"
     needs_pytorch = False               # True when it reaches into the PyTorch network itself
     converter: Optional[Callable[[Detections, Target], List[dict]]] = None  # see utils.converters
+    # True: it learns in place from each submitted annotation (`fit`) and, with Start Training,
+    # from every annotated task (`fit_tasks`), instead of training new versions of its weights.
+    learns_from_annotations = False
+    # True: it answers Label Studio's smart tools with the clicked object (`segment_prompted`).
+    answers_smart_tools = False
 
-    def __init__(self, control, object_tag, label_interface):
+    def __init__(self, control, object_tag, label_interface, context: ControlContext):
         self.control = control
         self.label_interface = label_interface
+        self.context = context
         self.from_name = control.name
         self.to_name = object_tag.name
         self.object_type = object_tag.tag
         self.value = object_tag.value_name  # the task data key holding the media URL
-        self.model_path = resolve_model_path(self._model_name())
-        self.score_threshold = self.float_attr(("model_score_threshold", "score_threshold"), default_score_threshold())
+        self.model_path = resolve_model_path(self._model_name(), context.yolo.model_root)
+        self.score_threshold = self.float_attr(("model_score_threshold", "score_threshold"),
+                                               context.yolo.model_score_threshold)
         self.serves_trained = False  # True once `serve_trained` chose a trained version
         self._model: Optional[LoadedModel] = None
         self._label_map: Optional[Dict[str, str]] = None
@@ -98,7 +108,7 @@ class ControlModel:
 
     def _model_name(self) -> str:
         custom = self.attr("model_path")
-        if custom and parse_bool(os.getenv("ALLOW_CUSTOM_MODEL_PATH"), True):
+        if custom and self.context.yolo.allow_custom_model_path:
             return custom
         return self.default_model
 
@@ -130,10 +140,11 @@ class ControlModel:
 
     def train_options(self) -> TrainOptions:
         """`model_epochs`, `model_imgsz`, `model_batch`, `model_patience`, `model_train_keep_worse`
-        of the tag, else the `TRAIN_*` environment defaults."""
-        return TrainOptions.from_env(epochs=self.optional_int("model_epochs"), imgsz=self.optional_int("model_imgsz"),
-                                     batch=self.optional_int("model_batch"), patience=self.optional_int("model_patience"),
-                                     keep_worse=self.bool_attr("model_train_keep_worse", False))
+        of the tag, else the `TRAIN_*` settings."""
+        return TrainOptions.from_settings(
+            self.context.yolo, epochs=self.optional_int("model_epochs"), imgsz=self.optional_int("model_imgsz"),
+            batch=self.optional_int("model_batch"), patience=self.optional_int("model_patience"),
+            keep_worse=self.bool_attr("model_train_keep_worse", False))
 
     def train_min_tasks(self) -> int:
         return self.int_attr("model_train_min_tasks", DEFAULT_MIN_TASKS)
@@ -142,7 +153,7 @@ class ControlModel:
     @property
     def model(self) -> LoadedModel:
         if self._model is None:
-            model = registry.get(self.model_path, pytorch=self.needs_pytorch)
+            model = registry.get(self.model_path, self.context.inference, pytorch=self.needs_pytorch)
             if model.task not in self.ultralytics_tasks:
                 raise LabelConfigError(
                     f"<{self.control_type} name=\"{self.from_name}\"> needs a {'/'.join(self.ultralytics_tasks)} "
@@ -171,10 +182,11 @@ class ControlModel:
     # ----- prediction ---------------------------------------------------------------------------
     def predict_images(self, images: List[np.ndarray]) -> List[List[dict]]:
         """Regions for each image (BGR arrays as Label Studio shows them), one batched model call."""
-        results = self.model.predict(images, **self.predict_options())
-        if debug_plots.enabled():
+        results = self.model.predict(images, self.context.inference.batch_size, **self.predict_options())
+        if self.context.yolo.debug_plot:
+            directory = debug_plots.plots_dir(self.context.settings.model_dir)
             for result in results:
-                debug_plots.save_debug_plot(result, self.from_name)
+                debug_plots.save_debug_plot(result, self.from_name, directory, keep=self.context.yolo.debug_plot_keep)
         return [self.regions_from(self.detections(result), self.target(image.shape[1], image.shape[0]))
                 for image, result in zip(images, results)]
 
@@ -195,9 +207,24 @@ class ControlModel:
             raise NotImplementedError(f"{type(self).__name__} does not annotate images")
         return self.converter(dets, target)
 
-    def predict_video(self, path: str, task: dict, backend=None) -> List[dict]:
-        """Regions for one video (streamed from `path`); `backend` is the request's model instance."""
+    def predict_video(self, path: str, task: dict) -> List[dict]:
+        """Regions for one video (streamed from `path`) of `task`."""
         raise NotImplementedError(f"{type(self).__name__} does not annotate videos")
+
+    # ----- declared capabilities --------------------------------------------------------------
+    def fit(self, event: str, data: dict) -> dict:
+        """With `learns_from_annotations`: learn from one annotation webhook (`event`, its `data`);
+        what happened, JSON-able."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn from annotations")
+
+    def fit_tasks(self, tasks: List[dict]) -> dict:
+        """With `learns_from_annotations`: Start Training, learn from every annotated task of the
+        project; the training's record, JSON-able."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn from annotations")
+
+    def segment_prompted(self, image: np.ndarray, prompts: Prompts) -> List[dict]:
+        """With `answers_smart_tools`: the regions of the one object `prompts` point at on `image`."""
+        raise NotImplementedError(f"{type(self).__name__} does not answer smart tools")
 
     def __repr__(self):
         return f"{type(self).__name__}({self.from_name}->{self.to_name}, {os.path.basename(self.model_path)})"

@@ -13,8 +13,8 @@ class ChoicesModel(ControlModel):
     default_model = "yolov8n-cls.pt"
     region_type = "choices"
 
-    def __init__(self, control, object_tag, label_interface):
-        super().__init__(control, object_tag, label_interface)
+    def __init__(self, control, object_tag, label_interface, context):
+        super().__init__(control, object_tag, label_interface, context)
         self.mode = self.attr("choice", "single")
         if self.mode not in CHOICE_MODES:
             raise LabelConfigError(f"<{self.control_type} name=\"{self.from_name}\">: choice={self.mode!r}, "

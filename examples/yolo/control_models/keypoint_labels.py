@@ -18,8 +18,8 @@ class KeyPointLabelsModel(ControlModel):
     ultralytics_tasks = ("pose",)
     default_model = "yolov8n-pose.pt"
 
-    def __init__(self, control, object_tag, label_interface):
-        super().__init__(control, object_tag, label_interface)
+    def __init__(self, control, object_tag, label_interface, context):
+        super().__init__(control, object_tag, label_interface, context)
         self.point_threshold = self.float_attr("model_point_threshold", 0.0)
         self.add_bboxes = self.bool_attr("model_add_bboxes", True)
         self.point_size = self.float_attr("model_point_size", 1.0)

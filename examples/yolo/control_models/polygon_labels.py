@@ -20,6 +20,7 @@ class PolygonLabelsModel(ControlModel):
     ultralytics_tasks = ("segment",)
     default_model = "yolov8n-seg.pt"
     converter = staticmethod(to_polygons)
+    answers_smart_tools = True
 
     def is_usable(self) -> bool:
         """Segment Anything weights segment what is clicked: they answer smart tools only."""

@@ -9,12 +9,14 @@ the classification model's penultimate-layer vector (the input of its Classify h
 Linear layer: what the model "sees", before it is squeezed into its own classes), cached on disk
 per video content and weights. A small bidirectional LSTM per (project, control) learns the labels
 from the ranges of each submitted annotation (ANNOTATION_CREATED / ANNOTATION_UPDATED webhooks),
-or with Start Training from every annotated task of the project (a background job), and predicts per-frame label probabilities, turned into ranges like in simple mode.
+or with Start Training from every annotated task of the project (a background job), and predicts
+per-frame label probabilities, turned into ranges like in simple mode. The classifier lives in its
+file under MODEL_ROOT, loaded through the process-wide `utils.classifier_cache.classifiers`.
 """
 
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import List
 
 import numpy as np
 
@@ -23,13 +25,14 @@ from label_studio_ml.exceptions import BadRequest, LabelConfigError, MLBackendEr
 from label_studio_ml.parsing import parse_bool
 from training.dataset import CannotTrain, choose_annotation
 from training.versions import TrainedVersions
-from utils.files import exclusive
-from utils.inference import LoadedModel, batch_size
+from utils.classifier_cache import classifiers
+from utils.files import content_digest, exclusive
+from utils.inference import LoadedModel
 from utils.weights import resolve_in_root
 from utils.timeline_classifier import (ClassifierSpec, TimelineClassifier, classifier_file_name,
-                                       feature_cache_path, load_cached_features, merge_columns,
-                                       ranges_to_multihot, save_cached_features, timeline_regions)
-from utils.files import content_digest
+                                       feature_cache_dir, feature_cache_path, load_cached_features,
+                                       merge_columns, ranges_to_multihot, save_cached_features,
+                                       timeline_regions)
 from utils.video import VideoFrames, frame_rate_attr
 
 logger = logging.getLogger(__name__)
@@ -98,20 +101,24 @@ class TimelineLabelsModel(ControlModel):
     default_model = "yolov8n-cls.pt"
     trainable = False
 
-    def __init__(self, control, object_tag, label_interface):
-        super().__init__(control, object_tag, label_interface)
+    def __init__(self, control, object_tag, label_interface, context):
+        super().__init__(control, object_tag, label_interface, context)
         self.fps = frame_rate_attr(object_tag)
 
     @classmethod
     def matches(cls, control, object_tag) -> bool:
         return super().matches(control, object_tag) and is_trainable(control) == cls.trainable
 
-    def predict_video(self, path: str, task: dict, backend: Optional[object] = None) -> List[dict]:
+    def frame_batches(self, video: VideoFrames, what: str):
+        """The video's frames in batches of the settings' size, progress logged as they say."""
+        return video.batches(self.context.inference.batch_size, self.context.yolo.video_progress_frames, what=what)
+
+    def predict_video(self, path: str, task: dict) -> List[dict]:
         names = self.model.names
         chunks, labels = [], []
         with VideoFrames(path, default_fps=self.fps) as video:
-            for _, frames in video.batches(batch_size(), what=repr(self)):
-                results = self.model.predict(frames)
+            for _, frames in self.frame_batches(video, repr(self)):
+                results = self.model.predict(frames, self.context.inference.batch_size)
                 probs = np.stack([r.probs.data.cpu().numpy() for r in results])
                 merged, labels = merge_columns(probs, names, self.label_map)  # only mapped labels are kept
                 chunks.append(merged)
@@ -121,11 +128,10 @@ class TimelineLabelsModel(ControlModel):
 class TrainableTimelineLabelsModel(TimelineLabelsModel):
     trainable = True
     needs_pytorch = True  # its features are captured inside the PyTorch network
-    # Loaded classifiers by file, with the version of the file they were read from.
-    _loaded: Dict[str, tuple] = {}
+    learns_from_annotations = True
 
-    def __init__(self, control, object_tag, label_interface):
-        super().__init__(control, object_tag, label_interface)
+    def __init__(self, control, object_tag, label_interface, context):
+        super().__init__(control, object_tag, label_interface, context)
         self.labels = tuple(control.labels or ())
         self.epochs = self._positive_int("model_classifier_epochs", 1000)
         self.sequence_size = self._positive_int("model_classifier_sequence_size", 16)
@@ -150,14 +156,16 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
         """Per-frame features of the video at `path`, from the disk cache when this video content
         was already seen with these weights."""
         loaded = self.model
-        cache = feature_cache_path(content_digest(path), content_digest(loaded.path), os.path.basename(path), loaded.name)
+        directory = feature_cache_dir(self.context.yolo.feature_cache_dir, self.context.settings.model_dir)
+        cache = feature_cache_path(directory, content_digest(path), content_digest(loaded.path), os.path.basename(path),
+                                   loaded.name)
         features = load_cached_features(cache)
         if features is not None:
             logger.debug("%r: features of %s from %s", self, os.path.basename(path), cache)
             return features
         chunks = []
         with VideoFrames(path, default_fps=self.fps) as video:
-            for _, frames in video.batches(batch_size(), what=f"{self!r} features of"):
+            for _, frames in self.frame_batches(video, f"{self!r} features of"):
                 chunks.append(penultimate_features(loaded, frames).astype(np.float16))
         features = np.concatenate(chunks)
         save_cached_features(cache, features)
@@ -168,38 +176,16 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
     def spec(self, input_size: int) -> ClassifierSpec:
         return ClassifierSpec(input_size, self.hidden_size, self.num_layers, self.sequence_size, self.labels)
 
-    def classifier_path(self, project_id: str) -> str:
-        return resolve_in_root(classifier_file_name(project_id, self.model_path, self.from_name), "classifier file")
-
-    @staticmethod
-    def _stamp(path: str) -> Optional[tuple]:
-        """Identity of the file's current version (a save replaces the file: new inode)."""
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-    @classmethod
-    def load_classifier(cls, path: str) -> Optional[TimelineClassifier]:
-        """The classifier saved at `path` (by any process), read again only when the file changed."""
-        stamp = cls._stamp(path)
-        if stamp is None:
-            return None
-        cached = cls._loaded.get(path)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, TimelineClassifier.load(path))
-            cls._loaded[path] = cached
-        return cached[1]
-
-    def _project(self, backend) -> str:
-        return str(getattr(backend, "project_id", "") or "")
+    def classifier_path(self) -> str:
+        """The project's classifier file of this tag and weights, in MODEL_ROOT."""
+        name = classifier_file_name(self.context.project_id, self.model_path, self.from_name)
+        return resolve_in_root(name, self.context.yolo.model_root, "classifier file")
 
     # ----- predict ----------------------------------------------------------------------------
-    def predict_video(self, path: str, task: dict, backend: Optional[object] = None) -> List[dict]:
-        project = self._project(backend)
-        file = self.classifier_path(project)
-        classifier = self.load_classifier(file)
+    def predict_video(self, path: str, task: dict) -> List[dict]:
+        project = self.context.project_id
+        file = self.classifier_path()
+        classifier = classifiers.get(file)
         if classifier is None:
             raise ClassifierNotTrained(
                 f"<TimelineLabels name=\"{self.from_name}\"> is trainable and has no classifier for project "
@@ -222,7 +208,7 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
         """Start Training retrains the classifier on every annotated task (`fit_tasks`)."""
         return True
 
-    def fit(self, event: str, data: dict, backend) -> dict:
+    def fit(self, event: str, data: dict) -> dict:
         """Train on one annotation's ranges. Returns what happened, with the training metrics."""
         if event not in TRAIN_EVENTS:
             return {"status": "skipped", "reason": f"{event} does not train here; each submitted or updated "
@@ -236,9 +222,9 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
         url = (task.get("data") or {}).get(self.value)
         if not isinstance(url, str):
             raise BadRequest(f"Webhook task has no '{self.value}' video URL in its data")
-        return self._train_on(result, url, task, backend)
+        return self._train_on(result, url, task)
 
-    def fit_tasks(self, tasks: List[dict], backend) -> dict:
+    def fit_tasks(self, tasks: List[dict]) -> dict:
         """Start Training: train on the chosen annotation of every task (as a training from images
         picks it: not cancelled, ground truth first, else the newest). A task whose video cannot be
         had is skipped and counted."""
@@ -251,7 +237,7 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
                 skipped[str(task.get("id"))] = f"no '{self.from_name}' ranges" if not result else "no video URL"
                 continue
             try:
-                last = self._train_on(result, url, task, backend)
+                last = self._train_on(result, url, task)
             except MLBackendError as exc:
                 skipped[str(task.get("id"))] = exc.detail
                 continue
@@ -260,11 +246,11 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
             raise CannotTrain(f"'{self.from_name}' has no annotated task to learn from; skipped: {skipped}")
         return {**last, "status": "trained", "tasks": trained, "skipped_tasks": len(skipped), "skipped": skipped}
 
-    def _train_on(self, result: List[dict], url: str, task: dict, backend) -> dict:
-        path = backend.get_local_path(url, task_id=task.get("id"))
+    def _train_on(self, result: List[dict], url: str, task: dict) -> dict:
+        path = self.context.local_path(url, task_id=task.get("id"))
         features = self.features(path)
         targets = ranges_to_multihot(result, self.labels, len(features), self.from_name)
-        file = self.classifier_path(self._project(backend))
+        file = self.classifier_path()
         spec = self.spec(features.shape[1])
         with exclusive(file):  # one training of this file at a time, across processes
             # A private copy: the cached instance may be predicting in another thread meanwhile.
@@ -277,9 +263,9 @@ class TrainableTimelineLabelsModel(TimelineLabelsModel):
             metrics = classifier.fit(features.astype(np.float32), targets, self.epochs, self.f1_threshold,
                                      self.accuracy_threshold)
             classifier.save(file)
-            self._loaded[file] = (self._stamp(file), classifier)
-        backend.set(f"timelinelabels:{self.from_name}:trainings", str(classifier.trainings))
-        TrainedVersions(self._project(backend), backend).count_classifier_training()
+            classifiers.put(file, classifier)
+        versions = TrainedVersions(self.context.project_id, self.context.store, self.context.yolo.model_root)
+        versions.count_classifier_training()
         logger.info("%r: trained %s on task %s: %s", self, os.path.basename(file), task.get("id"), metrics)
         return {"status": "trained", "classifier": os.path.basename(file), "trainings": classifier.trainings,
                 "reset": bool(reset), "reset_reasons": reset, "labels": list(self.labels), **metrics}

@@ -6,11 +6,10 @@ model's inference lock one batch at a time; the tracker (see `utils.tracking`) i
 """
 
 import logging
-from typing import Dict, Optional
+from typing import Dict
 
 from control_models.base import ControlModel
 from label_studio_ml.label_config import build_label_map
-from utils.inference import batch_size
 from utils.tracking import TrackCollector, build_tracker, track_regions, tracker_config
 from utils.video import VideoFrames, frame_rate_attr
 
@@ -23,8 +22,8 @@ class VideoRectangleModel(ControlModel):
     ultralytics_tasks = ("detect", "pose", "segment")  # any model with boxes
     default_model = "yolov8n.pt"
 
-    def __init__(self, control, object_tag, label_interface):
-        super().__init__(control, object_tag, label_interface)
+    def __init__(self, control, object_tag, label_interface, context):
+        super().__init__(control, object_tag, label_interface, context)
         self.conf = self.float_attr("model_conf", 0.25)
         self.iou = self.float_attr("model_iou", 0.7)
         self.tracker_name = self.attr("model_tracker", "botsort")
@@ -49,15 +48,17 @@ class VideoRectangleModel(ControlModel):
                 self._label_map = build_label_map(self.label_interface, labels.name, self.model.names.values())
         return self._label_map
 
-    def predict_video(self, path: str, task: dict, backend: Optional[object] = None):
-        config = tracker_config(self.tracker_name, self.control.attr)  # config errors before decoding anything
+    def predict_video(self, path: str, task: dict):
+        # config errors before decoding anything
+        config = tracker_config(self.tracker_name, self.control.attr, self.context.yolo.model_root)
         names = self.model.names
         class_ids = [i for i, name in names.items() if name in self.label_map]
         collector = TrackCollector()
+        size = self.context.inference.batch_size
         with VideoFrames(path, default_fps=self.fps) as video:
             tracker = build_tracker(config, video.fps, device=self.model.device)
-            for start, frames in video.batches(batch_size(), what=repr(self)):
-                results = self.model.predict(frames, conf=self.conf, iou=self.iou, classes=class_ids)
+            for start, frames in video.batches(size, self.context.yolo.video_progress_frames, what=repr(self)):
+                results = self.model.predict(frames, size, conf=self.conf, iou=self.iou, classes=class_ids)
                 for offset, (frame, result) in enumerate(zip(frames, results)):
                     boxes = result.boxes.cpu().numpy()
                     collector.add(start + offset + 1, tracker.update(boxes, frame), boxes.data[:, :6])

@@ -18,7 +18,10 @@ from utils.weights import is_sam_weights
 
 
 def engine_for(control):
-    """The engine for an output control model (`PolygonLabels`/`BrushLabels`), by its weights."""
+    """The engine for an output control model (`PolygonLabels`/`BrushLabels`), by its weights,
+    with the cache sizes of its settings."""
+    context = control.context
     if is_sam_weights(control.model_path):
-        return SamEngine(registry.get(control.model_path, pytorch=True))
-    return YoloSegEngine(control.model, control.predict_options())
+        sam = registry.get(control.model_path, context.inference, pytorch=True)
+        return SamEngine(sam, context.yolo.sam_cache_images)
+    return YoloSegEngine(control.model, control.predict_options(), context.yolo.yolo_seg_cache_images)

@@ -9,23 +9,22 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from label_studio_ml.parsing import env_int
 from utils.images import load_image
 
 
 class ImageCache:
-    """The values of the `env_name` (default `default`) images used last, shared by threads.
+    """The values of the images used last, shared by the threads of the process; how many are
+    kept is the caller's setting, passed with each call.
 
     A value is computed outside the lock; model work runs on the one inference thread anyway,
     so two threads never compute the same embedding at once."""
 
-    def __init__(self, env_name: str, default: int):
-        self.env_name = env_name
-        self.default = default
+    def __init__(self):
         self._items: "OrderedDict[Hashable, object]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, compute: Callable[[], object]):
+    def get(self, key: Hashable, compute: Callable[[], object], capacity: int):
+        """The value of `key`, computed by `compute()` unless kept; `capacity` values are kept."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -33,7 +32,7 @@ class ImageCache:
         value = compute()
         with self._lock:
             self._items[key] = value
-            while len(self._items) > max(1, env_int(self.env_name, self.default)):
+            while len(self._items) > max(1, capacity):
                 self._items.popitem(last=False)
         return value
 
@@ -42,14 +41,15 @@ class ImageCache:
             self._items.clear()
 
 
-decoded_images = ImageCache("INTERACTIVE_CACHE_IMAGES", 4)
+decoded_images = ImageCache()
 
 
-def load_image_once(path: str) -> np.ndarray:
+def load_image_once(path: str, max_pixels: int, capacity: int) -> np.ndarray:
     """The decoded image at `path` (`utils.images.load_image`), decoded again only when the file
-    changes (its size or modification time). Callers must not modify it."""
+    changes (its size or modification time); `capacity` (`INTERACTIVE_CACHE_IMAGES`) images are
+    kept. Callers must not modify it."""
     stat = os.stat(path)
-    return decoded_images.get((path, stat.st_size, stat.st_mtime_ns), lambda: load_image(path))
+    return decoded_images.get((path, stat.st_size, stat.st_mtime_ns), lambda: load_image(path, max_pixels), capacity)
 
 
 def image_digest(image: np.ndarray) -> str:

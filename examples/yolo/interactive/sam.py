@@ -23,12 +23,13 @@ SAM_IMAGE_SIZE = 1024  # the encoders' input size (ViT position embeddings are f
 
 
 # An embedding is a few MB (SAM: 256x64x64 floats; SAM 2 adds high-resolution features).
-embeddings = ImageCache("SAM_CACHE_IMAGES", 8)
+embeddings = ImageCache()
 
 
 class SamEngine:
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, cache_images: int):
         self.model = model
+        self.cache_images = cache_images  # `SAM_CACHE_IMAGES`: images whose embeddings are kept
 
     def segment(self, image: np.ndarray, prompts: PixelPrompts) -> Detections:
         """The best of SAM's masks for the prompts (0 or 1 object), as an outline."""
@@ -51,7 +52,7 @@ class SamEngine:
             predictor.set_image(image)
             return predictor.features
 
-        features = embeddings.get(key, encode)
+        features = embeddings.get(key, encode, self.cache_images)
         has_points = len(prompts.points) > 0
         masks, boxes = predictor.inference_features(
             features, src_shape=image.shape[:2],

@@ -12,21 +12,22 @@ from utils.detections import Detections
 from utils.inference import LoadedModel
 from utils.prompts import PixelPrompts
 
-instances = ImageCache("YOLO_SEG_CACHE_IMAGES", 16)  # outlines: a few KB per image
+instances = ImageCache()  # outlines: a few KB per image
 
 
 class YoloSegEngine:
-    def __init__(self, model: LoadedModel, predict_options: dict):
+    def __init__(self, model: LoadedModel, predict_options: dict, cache_images: int):
         self.model = model
         self.predict_options = predict_options
+        self.cache_images = cache_images  # `YOLO_SEG_CACHE_IMAGES`: images whose instances are kept
 
     def segment(self, image: np.ndarray, prompts: PixelPrompts) -> Detections:
         key = (self.model.path, self.model.device, self.model.runtime, repr(sorted(self.predict_options.items())),
                image_digest(image))
-        return pick_instance(instances.get(key, lambda: self._instances(image)), prompts)
+        return pick_instance(instances.get(key, lambda: self._instances(image), self.cache_images), prompts)
 
     def _instances(self, image: np.ndarray) -> Detections:
-        (result,) = self.model.predict([image], **self.predict_options)
+        (result,) = self.model.predict([image], batch_size=1, **self.predict_options)
         return Detections.from_ultralytics(result)
 
 

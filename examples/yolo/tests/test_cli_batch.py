@@ -210,15 +210,17 @@ def test_log_lines_are_written_above_the_progress_bar(run_cli):
 def test_runtime_state_defaults_to_a_git_ignored_folder_of_the_backend(tmp_path):
     """Without MODEL_DIR, wherever it is started from, the backend keeps cache.db, the media cache,
     ONNX exports and Ultralytics' settings in examples/yolo/data/server: the folder docker compose
-    mounts at /data, and ignored by git."""
+    mounts at /data, and ignored by git. The default is the backend's setting, not an environment
+    variable its children would inherit."""
     yolo_dir = os.path.dirname(cli.__file__)
     env = {key: value for key, value in os.environ.items() if key not in ("MODEL_DIR", "YOLO_CONFIG_DIR")}
     env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, yolo_dir])
-    shown = subprocess.run([sys.executable, "-c", "import os, utils.weights; print(os.environ['MODEL_DIR']); "
-                            "print(os.environ['YOLO_CONFIG_DIR'])"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=120, check=True).stdout.split()
+    shown = subprocess.run([sys.executable, "-c", "import os, model; backend = model.YOLO(); "
+                            "print(backend.settings.model_dir); print(os.environ['YOLO_CONFIG_DIR']); "
+                            "print(os.environ.get('MODEL_DIR', 'unset'))"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120, check=True).stdout.split()
     model_dir = os.path.join(yolo_dir, "data", "server")
-    assert shown == [model_dir, os.path.join(model_dir, "ultralytics")]
+    assert shown == [model_dir, os.path.join(model_dir, "ultralytics"), "unset"]
     state = [os.path.join(model_dir, name) for name in ("cache.db", "media-cache/a.png", "exports/m.onnx",
                                                         "ultralytics/settings.json")]
     ignored = subprocess.run(["git", "check-ignore", *state], cwd=REPO_ROOT, capture_output=True, text=True)

@@ -89,8 +89,13 @@ def bad_task_cases(images_dir, media_server):
     ]
 
 
-def test_each_broken_task_fails_alone_with_a_clear_error(yolo_server, images_dir, media_server, good_task, monkeypatch):
-    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "1")
+@pytest.fixture
+def backend_settings(backend_settings):
+    """Media downloads give up after 1 s without data (the slow media server's image)."""
+    return backend_settings.replace(media_read_timeout=1)
+
+
+def test_each_broken_task_fails_alone_with_a_clear_error(yolo_server, images_dir, media_server, good_task):
     cases = bad_task_cases(images_dir, media_server)
     tasks = [good_task] + [task for task, _ in cases] + [good_task]
     results = post_predict(yolo_server, tasks).json()["results"]
@@ -103,8 +108,7 @@ def test_each_broken_task_fails_alone_with_a_clear_error(yolo_server, images_dir
 
 @pytest.mark.parametrize("index", range(13))
 def test_a_broken_task_alone_is_answered_and_the_server_stays_up(yolo_server, images_dir, media_server, good_task,
-                                                                 monkeypatch, index):
-    monkeypatch.setenv("MEDIA_READ_TIMEOUT", "1")
+                                                                 index):
     task, needle = bad_task_cases(images_dir, media_server)[index]
     response = post_predict(yolo_server, [task])
     # one rule whatever the batch size: a task's problem is reported in its own entry

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -77,17 +78,17 @@ def test_rectangle_labels_boxes_match_truth(yolo_server, images_dir):
         assert all(s >= 0.5 for s in scores)
 
 
-def test_debug_plot_saves_the_newest_drawn_images_under_model_dir(yolo_server, images_dir, yolo_env, monkeypatch):
+def test_debug_plot_saves_the_newest_drawn_images_under_model_dir(yolo_server, serve_yolo, images_dir,
+                                                                   backend_settings, yolo_settings):
     config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
                           f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
     tasks, truths = write_scenes(images_dir, synthetic.detection_scene)
-    plots = yolo_env / "model_dir" / "debug-plots"
+    plots = Path(backend_settings.model_dir) / "debug-plots"
     results_of(predict(yolo_server, config, tasks[:1]))
     assert not plots.exists()  # off by default
 
-    monkeypatch.setenv("DEBUG_PLOT", "true")
-    monkeypatch.setenv("DEBUG_PLOT_KEEP", "4")
-    results_of(predict(yolo_server, config, tasks))
+    with serve_yolo(yolo=yolo_settings.replace(debug_plot=True, debug_plot_keep=4)) as plotting:
+        results_of(predict(plotting, config, tasks))
     saved = sorted(plots.iterdir())
     assert len(saved) == 4 and all(p.name.endswith("-label.jpg") for p in saved)
     newest = cv2.imread(str(saved[-1]))
@@ -96,16 +97,17 @@ def test_debug_plot_saves_the_newest_drawn_images_under_model_dir(yolo_server, i
     assert np.abs(newest.astype(int) - image.astype(int)).max() > 100  # boxes drawn on it
 
 
-def test_a_debug_plot_that_cannot_be_written_does_not_fail_the_prediction(yolo_server, images_dir, yolo_env,
-                                                                          monkeypatch, caplog):
+def test_a_debug_plot_that_cannot_be_written_does_not_fail_the_prediction(serve_yolo, images_dir, backend_settings,
+                                                                          yolo_settings, caplog):
     config = image_config(f'<RectangleLabels name="label" toName="image" model_path="shapes-det.pt">'
                           f'{labels_xml(synthetic.DETECTION_CLASSES)}</RectangleLabels>')
     tasks, truths = write_scenes(images_dir, synthetic.detection_scene, seeds=SEEDS[:1])
-    (yolo_env / "model_dir").mkdir(exist_ok=True)
-    (yolo_env / "model_dir" / "debug-plots").write_text("a file where the directory should be")
-    monkeypatch.setenv("DEBUG_PLOT", "true")
-    with caplog.at_level(logging.WARNING, logger="utils.debug_plots"):
-        (prediction,) = results_of(predict(yolo_server, config, tasks))
+    model_dir = Path(backend_settings.model_dir)
+    model_dir.mkdir(exist_ok=True)
+    (model_dir / "debug-plots").write_text("a file where the directory should be")
+    with serve_yolo(yolo=yolo_settings.replace(debug_plot=True)) as plotting, \
+            caplog.at_level(logging.WARNING, logger="utils.debug_plots"):
+        (prediction,) = results_of(predict(plotting, config, tasks))
     assert len(prediction["result"]) == len(truths[0][1]) and "error" not in prediction
     assert "Debug plot of <label> not saved" in caplog.text
 
@@ -478,17 +480,15 @@ def test_trainable_keypoints_keep_their_model_index_until_a_trained_version_serv
         assert person["left_shoulder"] > person["nose"] + 3 and person["right_shoulder"] > person["nose"] + 3, person
 
 
-def test_a_serving_trained_keypoint_version_numbers_every_label_without_gaps(yolo_env, tmp_path):
-    from control_models import control_models_for
-    from label_studio_ml.label_config import get_label_interface
+def test_a_serving_trained_keypoint_version_numbers_every_label_without_gaps(new_backend, tmp_path):
     from training.versions import ServingState, Version
 
     trained = Version(tag="kp", number=1, path=str(tmp_path / "trained" / "1" / "kp" / "v1"),
                       metrics={"published": True})
-    interface = get_label_interface(gapped_keypoints_config("true"))
-    (own,) = control_models_for(interface, serving=ServingState(number=0, published=(trained,)))
+    backend = new_backend(label_config=gapped_keypoints_config("true"))
+    (own,) = backend.control_models(serving=ServingState(number=0, published=(trained,)))
     assert own.point_indices == GAPPED_KEYPOINTS and not own.serves_trained
-    (served,) = control_models_for(interface, serving=ServingState(number=1, published=(trained,)))
+    (served,) = backend.control_models(serving=ServingState(number=1, published=(trained,)))
     assert served.serves_trained and served.model_path == trained.weights
     assert served.point_indices == {"nose": 0, "left_shoulder": 1, "right_shoulder": 2}
     assert served.trainable_tag().keypoints == ("nose", "left_shoulder", "right_shoulder")

@@ -14,9 +14,9 @@ import synthetic
 from interactive.sam import embeddings
 from sam_test_model import SAM_TEST_MODEL, sam_test_model
 from test_interactive import LABELS, PROMPT_TAGS, click, drag, interactive
-from utils.inference import registry
+from utils.inference import InferenceOptions, registry
 from utils.weights import resolve_model_path
-from yolo_helpers import brush_region_mask, save_image, use_model_root_of
+from yolo_helpers import brush_region_mask, model_root_of, save_image
 
 CONFIG = (f'<View><Image name="image" value="$image"/>{PROMPT_TAGS}'
           f'<BrushLabels name="brushlabels" toName="image" model_path="{SAM_TEST_MODEL}">{LABELS}</BrushLabels>'
@@ -25,9 +25,14 @@ CONFIG = (f'<View><Image name="image" value="$image"/>{PROMPT_TAGS}'
 
 
 @pytest.fixture
-def sam_server(yolo_server, tmp_path, monkeypatch):
-    """The backend with a MODEL_ROOT holding the SAM checkpoint; an empty embedding cache."""
-    use_model_root_of(tmp_path, monkeypatch, "sam_models", sam_test_model())
+def yolo_settings(yolo_settings, tmp_path):
+    """A MODEL_ROOT holding the SAM checkpoint."""
+    return yolo_settings.replace(model_root=str(model_root_of(tmp_path, "sam_models", sam_test_model())))
+
+
+@pytest.fixture
+def sam_server(yolo_server):
+    """The backend with the SAM checkpoint; an empty embedding cache."""
     embeddings.clear()
     yield yolo_server
     embeddings.clear()
@@ -53,9 +58,10 @@ def decoder_calls(monkeypatch):
     return calls
 
 
-def encoder_runs():
-    """A counter of the image encoder's forward passes on the loaded SAM model."""
-    sam = registry.get(resolve_model_path(SAM_TEST_MODEL), pytorch=True)
+def encoder_runs(yolo_settings, backend_settings):
+    """A counter of the image encoder's forward passes on the SAM model the backend loaded."""
+    options = InferenceOptions.from_settings(yolo_settings, backend_settings)
+    sam = registry.get(resolve_model_path(SAM_TEST_MODEL, yolo_settings.model_root), options, pytorch=True)
     runs = []
     handle = sam.model.model.image_encoder.register_forward_hook(lambda *args: runs.append(1))
     return runs, handle
@@ -92,9 +98,10 @@ def test_only_negative_points_answer_nothing_without_running_sam(sam_server, sce
     assert prediction["result"] == [] and decoder_calls == []
 
 
-def test_the_image_is_encoded_once_for_several_clicks(sam_server, scene, images_dir, decoder_calls):
+def test_the_image_is_encoded_once_for_several_clicks(sam_server, scene, images_dir, decoder_calls, yolo_settings,
+                                                     backend_settings):
     path, size, objects = scene
-    runs, handle = encoder_runs()
+    runs, handle = encoder_runs(yolo_settings, backend_settings)
     try:
         for obj in objects:
             interactive(sam_server, CONFIG, path, [click(obj["center"], size)])

@@ -31,9 +31,9 @@ class DecodeSpy:
         self.alive = 0
         self.peak = 0
 
-    def __call__(self, path):
+    def __call__(self, path, max_pixels):
         self.paths.append(path)
-        image = self.decode(path)
+        image = self.decode(path, max_pixels)
         self.alive += 1
         self.peak = max(self.peak, self.alive)
         weakref.finalize(image, self._released)
@@ -44,11 +44,18 @@ class DecodeSpy:
 
 
 @pytest.fixture
-def decodes(yolo_env, monkeypatch):
-    monkeypatch.setenv("YOLO_BATCH_SIZE", str(BATCH))
+def decodes(monkeypatch):
     spy = DecodeSpy(model.load_image)
     monkeypatch.setattr(model, "load_image", spy)
     return spy
+
+
+@pytest.fixture
+def predict(new_backend, yolo_settings):
+    """`predict(tasks)` by a backend predicting `BATCH` tasks at a time."""
+    def predict_tasks(tasks):
+        return new_backend(label_config=CONFIG, yolo=yolo_settings.replace(yolo_batch_size=BATCH)).predict(tasks)
+    return predict_tasks
 
 
 def scenes(images_dir, count):
@@ -69,11 +76,7 @@ def assert_boxes_match(prediction, objects, shape):
                    if r["value"]["rectanglelabels"] == [obj["label"]]) >= 0.5
 
 
-def predict(tasks):
-    return model.YOLO(project_id="1", label_config=CONFIG).predict(tasks)
-
-
-def test_two_hundred_tasks_of_one_image_decode_it_once(decodes, images_dir):
+def test_two_hundred_tasks_of_one_image_decode_it_once(decodes, images_dir, predict):
     ((path, objects, shape),) = scenes(images_dir, 1)
     predictions = predict([{"id": i, "data": {"image": path}} for i in range(200)])
     assert decodes.paths == [path]
@@ -81,7 +84,7 @@ def test_two_hundred_tasks_of_one_image_decode_it_once(decodes, images_dir):
     assert_boxes_match(predictions[0], objects, shape)
 
 
-def test_decoded_images_alive_at_once_are_bounded_by_the_batch_size(decodes, images_dir):
+def test_decoded_images_alive_at_once_are_bounded_by_the_batch_size(decodes, images_dir, predict):
     files = scenes(images_dir, 12)
     # Each image named by three tasks in a row: batches of 4 overlap on images at their borders.
     tasks = [{"id": i, "data": {"image": files[i // 3][0]}} for i in range(36)]
@@ -93,7 +96,7 @@ def test_decoded_images_alive_at_once_are_bounded_by_the_batch_size(decodes, ima
         assert_boxes_match(prediction, objects, shape)
 
 
-def test_many_distinct_images_are_released_batch_by_batch(decodes, images_dir):
+def test_many_distinct_images_are_released_batch_by_batch(decodes, images_dir, predict):
     files = scenes(images_dir, 10)
     tasks = [{"id": i, "data": {"image": files[i % 10][0]}} for i in range(30)]  # interleaved: no reuse
     predictions = predict(tasks)
@@ -101,7 +104,7 @@ def test_many_distinct_images_are_released_batch_by_batch(decodes, images_dir):
     assert [p["result"] for p in predictions[:10]] == [p["result"] for p in predictions[10:20]]
 
 
-def test_a_broken_file_is_read_once_and_fails_only_its_tasks(decodes, images_dir):
+def test_a_broken_file_is_read_once_and_fails_only_its_tasks(decodes, images_dir, predict):
     ((path, objects, shape),) = scenes(images_dir, 1)
     broken = images_dir / "broken.png"
     broken.write_bytes(b"not an image")

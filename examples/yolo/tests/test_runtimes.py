@@ -4,6 +4,7 @@ and `auto` picks the fastest by a race remembered beside the exports."""
 import json
 import logging
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import requests
 import synthetic
 from helpers import PYTHON, read_log, serve_in_process, wait_until
 from label_studio_ml.exceptions import MLBackendError
-from utils.inference import LoadedModel, registry
+from utils.inference import InferenceOptions, LoadedModel, registry
 import utils.runtimes as runtimes
 from utils.runtimes import (FASTEST, choose_runtime, export, export_key, exports_dir, half_precision,
                             quiet_ultralytics, race_conditions, race_path)
@@ -20,6 +21,13 @@ from yolo_helpers import mask_iou
 
 YOLO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = [synthetic.HELDOUT_SEED_START + 40 + i for i in range(4)]
+BATCH_SIZE = 8
+
+
+@pytest.fixture
+def exports(backend_settings) -> str:
+    """The test's export cache: `MODEL_DIR/exports` of its settings."""
+    return exports_dir(backend_settings.model_dir)
 
 
 def scenes(scene_fn):
@@ -84,97 +92,98 @@ TASK_CASES = [
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 @pytest.mark.parametrize("weights, images, attribute", TASK_CASES)
-def test_exported_engine_answers_like_pytorch(yolo_env, model_root, runtime, weights, images, attribute):
+def test_exported_engine_answers_like_pytorch(exports, model_root, runtime, weights, images, attribute):
     path = os.path.join(model_root, weights)
-    torch_model = LoadedModel(path, "cpu", "torch")
-    exported_model = LoadedModel(path, "cpu", runtime)
+    torch_model = LoadedModel(path, "cpu", "torch", exports)
+    exported_model = LoadedModel(path, "cpu", runtime, exports)
     assert (torch_model.runtime, exported_model.runtime) == ("torch", runtime)
     assert exported_model.names == torch_model.names and exported_model.task == torch_model.task
 
     batch = images()
-    for torch_result, exported_result in zip(torch_model.predict(batch), exported_model.predict(batch)):
+    for torch_result, exported_result in zip(torch_model.predict(batch, BATCH_SIZE),
+                                             exported_model.predict(batch, BATCH_SIZE)):
         assert_same_answers(torch_result, exported_result, attribute)
 
 
 @pytest.mark.parametrize("runtime, suffix", [("onnx", ".onnx"), ("openvino", "_openvino_model")])
-def test_export_is_cached_under_model_dir_and_model_root_is_untouched(yolo_env, model_root, runtime, suffix):
+def test_export_is_cached_under_model_dir_and_model_root_is_untouched(exports, model_root, runtime, suffix):
     path = os.path.join(model_root, "shapes-det.pt")
     root_before = sorted(os.listdir(model_root))
-    LoadedModel(path, "cpu", runtime)
+    LoadedModel(path, "cpu", runtime, exports)
     key = export_key(path)
-    exported = next(n for n in os.listdir(exports_dir()) if n.endswith(suffix))
+    exported = next(n for n in os.listdir(exports) if n.endswith(suffix))
     assert exported.startswith("shapes-det-") and f"-{runtime}" in exported  # named by the converter's version too
     # the export and its lock file only: no temporary directory left behind
-    assert sorted(os.listdir(exports_dir())) == sorted([exported, key + ".lock"])
-    first_write = os.stat(os.path.join(exports_dir(), exported)).st_mtime_ns
+    assert sorted(os.listdir(exports)) == sorted([exported, key + ".lock"])
+    first_write = os.stat(os.path.join(exports, exported)).st_mtime_ns
 
-    again = LoadedModel(path, "cpu", runtime)
+    again = LoadedModel(path, "cpu", runtime, exports)
     assert again.runtime == runtime
-    assert sorted(os.listdir(exports_dir())) == sorted([exported, key + ".lock"])
-    assert os.stat(os.path.join(exports_dir(), exported)).st_mtime_ns == first_write  # not exported again
+    assert sorted(os.listdir(exports)) == sorted([exported, key + ".lock"])
+    assert os.stat(os.path.join(exports, exported)).st_mtime_ns == first_write  # not exported again
     assert sorted(os.listdir(model_root)) == root_before
 
 
-def test_a_new_export_removes_the_exports_of_earlier_weights_of_that_file(yolo_env, model_root):
-    os.makedirs(exports_dir())
+def test_a_new_export_removes_the_exports_of_earlier_weights_of_that_file(exports, model_root):
+    os.makedirs(exports)
     path = os.path.join(model_root, "shapes-det.pt")
     stale = f"{export_key(path)}-0123456789abcdef-ultralytics8.3.0.onnx"  # the file's earlier content
     other = f"{export_key(path + '2')}-0123456789abcdef-ultralytics8.3.0.onnx"  # another weights file
     for name in (stale, other):
-        with open(os.path.join(exports_dir(), name), "wb") as file:
+        with open(os.path.join(exports, name), "wb") as file:
             file.write(b"old export")
-    LoadedModel(path, "cpu", "onnx")
-    names = [n for n in os.listdir(exports_dir()) if n.endswith(".onnx")]
+    LoadedModel(path, "cpu", "onnx", exports)
+    names = [n for n in os.listdir(exports) if n.endswith(".onnx")]
     assert stale not in names and other in names and len(names) == 2
 
 
-def test_failed_export_falls_back_to_pytorch(yolo_env, model_root, caplog):
-    os.makedirs(os.environ["MODEL_DIR"], exist_ok=True)
-    with open(exports_dir(), "w"):  # a file where the export directory should be: export fails
+def test_failed_export_falls_back_to_pytorch(backend_settings, exports, model_root, caplog):
+    os.makedirs(backend_settings.model_dir, exist_ok=True)
+    with open(exports, "w"):  # a file where the export directory should be: export fails
         pass
     with caplog.at_level(logging.WARNING, logger="utils.inference"):
-        model = LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx")
+        model = LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx", exports)
     assert model.runtime == "torch"
     assert "no ONNX Runtime model" in caplog.text and "PyTorch serves it instead" in caplog.text
     image, objects = synthetic.detection_scene(SEEDS[0])
-    (result,) = model.predict([image])
+    (result,) = model.predict([image], BATCH_SIZE)
     assert len(result.boxes) == len(objects)
 
 
-def test_an_export_that_does_not_load_is_discarded_and_pytorch_serves(yolo_env, model_root, caplog):
+def test_an_export_that_does_not_load_is_discarded_and_pytorch_serves(exports, model_root, caplog):
     path = os.path.join(model_root, "shapes-det.pt")
-    exported = export(path, "onnx")
+    exported = export(path, "onnx", exports)
     with open(exported, "wb") as file:
         file.write(b"not an ONNX model")
     with caplog.at_level(logging.WARNING, logger="utils.inference"):
-        model = LoadedModel(path, "cpu", "onnx")
+        model = LoadedModel(path, "cpu", "onnx", exports)
     assert model.runtime == "torch" and "PyTorch serves it instead" in caplog.text
     assert not os.path.exists(exported)
     image, objects = synthetic.detection_scene(SEEDS[0])
-    assert len(model.predict([image])[0].boxes) == len(objects)
-    assert LoadedModel(path, "cpu", "onnx").runtime == "onnx"  # exported anew
+    assert len(model.predict([image], BATCH_SIZE)[0].boxes) == len(objects)
+    assert LoadedModel(path, "cpu", "onnx", exports).runtime == "onnx"  # exported anew
 
 
-def test_same_file_names_in_two_folders_are_two_exports(yolo_env, model_root, tmp_path):
+def test_same_file_names_in_two_folders_are_two_exports(exports, model_root, tmp_path):
     root = tmp_path / "root"
     for folder, weights in (("a", "shapes-det.pt"), ("b", "shapes-seg.pt")):
         (root / folder).mkdir(parents=True)
         os.symlink(os.path.join(model_root, weights), root / folder / "best.pt")
-    first = LoadedModel(str(root / "a" / "best.pt"), "cpu", "onnx")
-    second = LoadedModel(str(root / "b" / "best.pt"), "cpu", "onnx")
-    assert len([n for n in os.listdir(exports_dir()) if n.endswith(".onnx")]) == 2
+    first = LoadedModel(str(root / "a" / "best.pt"), "cpu", "onnx", exports)
+    second = LoadedModel(str(root / "b" / "best.pt"), "cpu", "onnx", exports)
+    assert len([n for n in os.listdir(exports) if n.endswith(".onnx")]) == 2
     image, objects = synthetic.detection_scene(SEEDS[0])
-    assert len(first.predict([image])[0].boxes) == len(objects)  # its export is still there
-    assert second.predict([image])[0].masks is not None
+    assert len(first.predict([image], BATCH_SIZE)[0].boxes) == len(objects)  # its export is still there
+    assert second.predict([image], BATCH_SIZE)[0].masks is not None
 
 
-def test_concurrent_loads_export_once(yolo_env, model_root, caplog):
+def test_concurrent_loads_export_once(exports, model_root, caplog):
     from concurrent.futures import ThreadPoolExecutor
 
     path = os.path.join(model_root, "shapes-pose.pt")
     with caplog.at_level(logging.INFO, logger="utils.runtimes"), ThreadPoolExecutor(3) as pool:
-        exports = list(pool.map(lambda _: export(path, "openvino"), range(3)))
-    assert len(set(exports)) == 1 and os.path.isdir(exports[0])
+        exported = list(pool.map(lambda _: export(path, "openvino", exports), range(3)))
+    assert len(set(exported)) == 1 and os.path.isdir(exported[0])
     assert caplog.text.count("Exported shapes-pose.pt for OpenVINO") == 1
 
 
@@ -204,40 +213,34 @@ def test_quiet_ultralytics_drops_only_this_threads_info_lines():
 
 
 def test_runtime_choice(monkeypatch):
-    monkeypatch.delenv("YOLO_RUNTIME", raising=False)
-    assert choose_runtime("m.pt", "cpu") == FASTEST
-    assert choose_runtime("m.pt", "cuda:0") == "torch"
-    assert choose_runtime("m.onnx", "cpu") == "native"
-    monkeypatch.setenv("YOLO_RUNTIME", "torch")
-    assert choose_runtime("m.pt", "cpu") == "torch"
-    monkeypatch.setenv("YOLO_RUNTIME", "onnx")
-    assert choose_runtime("m.pt", "cuda:0") == "onnx"
-    monkeypatch.setenv("YOLO_RUNTIME", "openvino")
-    assert choose_runtime("m.pt", "cpu") == "openvino"
+    assert choose_runtime("m.pt", "cpu", "auto") == FASTEST
+    assert choose_runtime("m.pt", "cuda:0", "auto") == "torch"
+    assert choose_runtime("m.onnx", "cpu", "auto") == "native"
+    assert choose_runtime("m.pt", "cpu", "torch") == "torch"
+    assert choose_runtime("m.pt", "cuda:0", "onnx") == "onnx"
+    assert choose_runtime("m.pt", "cpu", "openvino") == "openvino"
     monkeypatch.setattr(runtimes, "engine_available", lambda runtime: runtime == "torch")
     with pytest.raises(MLBackendError, match="YOLO_RUNTIME=openvino, but openvino is not installed"):
-        choose_runtime("m.pt", "cpu")
-    monkeypatch.setenv("YOLO_RUNTIME", "tensorrt")
+        choose_runtime("m.pt", "cpu", "openvino")
     with pytest.raises(MLBackendError, match="YOLO_RUNTIME='tensorrt' is not one of auto, torch, onnx, openvino"):
-        choose_runtime("m.pt", "cpu")
+        choose_runtime("m.pt", "cpu", "tensorrt")
 
 
-def test_half_precision_only_on_cuda_when_asked(monkeypatch):
-    monkeypatch.delenv("YOLO_HALF", raising=False)
-    assert not half_precision("cuda:0")
-    monkeypatch.setenv("YOLO_HALF", "true")
-    assert half_precision("cuda:0") and half_precision("cuda") and not half_precision("cpu")
+def test_half_precision_only_on_cuda_when_asked():
+    assert not half_precision("cuda:0", False)
+    assert half_precision("cuda:0", True) and half_precision("cuda", True) and not half_precision("cpu", True)
 
 
-def test_registry_keeps_one_model_per_runtime(yolo_env, model_root, monkeypatch):
+def test_registry_keeps_one_model_per_runtime(exports, model_root):
     path = os.path.join(model_root, "shapes-cls.pt")
-    monkeypatch.setenv("YOLO_RUNTIME", "torch")
-    assert registry.get(path, "cpu").runtime == "torch"
-    monkeypatch.setenv("YOLO_RUNTIME", "auto")
-    served = registry.get(path, "cpu")
+    auto_options = InferenceOptions(device="cpu", runtime="auto", half=False, batch_size=BATCH_SIZE,
+                                    exports_dir=exports)
+    torch_options = replace(auto_options, runtime="torch")
+    assert registry.get(path, torch_options).runtime == "torch"
+    served = registry.get(path, auto_options)
     assert served.runtime in ("onnx", "openvino")  # whichever won the race on this machine
-    assert registry.get(path, "cpu", pytorch=True).runtime == "torch"  # for code inside the network
-    assert registry.get(path, "cpu") is served
+    assert registry.get(path, auto_options, pytorch=True).runtime == "torch"  # for code inside the network
+    assert registry.get(path, auto_options) is served
 
 
 def engine_of(model) -> str:
@@ -261,7 +264,7 @@ def race_timings(monkeypatch):
     return ms, calls
 
 
-def test_auto_races_the_engines_once_and_serves_the_fastest(yolo_env, model_root, race_timings, caplog, monkeypatch):
+def test_auto_races_the_engines_once_and_serves_the_fastest(exports, model_root, race_timings, caplog, monkeypatch):
     ms, calls = race_timings
     raced = {}
     load = runtimes.exported_model
@@ -273,23 +276,23 @@ def test_auto_races_the_engines_once_and_serves_the_fastest(yolo_env, model_root
     monkeypatch.setattr(runtimes, "exported_model", remembered)
     path = os.path.join(model_root, "shapes-det.pt")
     with caplog.at_level(logging.INFO, logger="utils.runtimes"):
-        model = LoadedModel(path, "cpu", FASTEST)
+        model = LoadedModel(path, "cpu", FASTEST, exports)
     turns = runtimes.RACE_WARMUP_TURNS + runtimes.RACE_TURNS
     assert model.runtime == "openvino" and calls == ["torch", "onnx", "openvino"] * turns  # in turns
     assert model.model is raced["openvino"], "the winner serves as it was raced, not loaded again"
-    with open(race_path(path)) as file:
+    with open(race_path(path, exports)) as file:
         race = json.load(file)
     assert race["fastest"] == "openvino" and race["ms_per_predict"] == ms and race["imgsz"] == 192
     assert "PyTorch 9.0, ONNX Runtime 4.0, OpenVINO 2.0: OpenVINO serves it" in caplog.text
     image, objects = synthetic.detection_scene(SEEDS[0])
-    assert len(model.predict([image])[0].boxes) == len(objects)
+    assert len(model.predict([image], BATCH_SIZE)[0].boxes) == len(objects)
 
-    assert LoadedModel(path, "cpu", FASTEST).runtime == "openvino"  # remembered: no second race
+    assert LoadedModel(path, "cpu", FASTEST, exports).runtime == "openvino"  # remembered: no second race
     assert len(calls) == 3 * turns
 
 
 @pytest.mark.parametrize("failing", ["load", "timed_predict"])
-def test_a_failing_engine_is_left_out_of_the_race_with_the_reason(yolo_env, model_root, race_timings, monkeypatch,
+def test_a_failing_engine_is_left_out_of_the_race_with_the_reason(exports, model_root, race_timings, monkeypatch,
                                                                    caplog, failing):
     original = runtimes.exported_model if failing == "load" else runtimes.timed_predict
 
@@ -300,23 +303,24 @@ def test_a_failing_engine_is_left_out_of_the_race_with_the_reason(yolo_env, mode
 
     monkeypatch.setattr(runtimes, "exported_model" if failing == "load" else "timed_predict", without_openvino)
     with caplog.at_level(logging.INFO, logger="utils.runtimes"):
-        model = LoadedModel(os.path.join(model_root, "shapes-pose.pt"), "cpu", FASTEST)
+        model = LoadedModel(os.path.join(model_root, "shapes-pose.pt"), "cpu", FASTEST, exports)
     assert model.runtime == "onnx"
     assert "shapes-pose.pt: OpenVINO skipped: RuntimeError: no OpenVINO on this CPU" in caplog.text
 
 
-def test_a_race_run_on_another_machine_is_run_again(yolo_env, model_root, race_timings):
+def test_a_race_run_on_another_machine_is_run_again(exports, model_root, race_timings):
     _, calls = race_timings
     path = os.path.join(model_root, "shapes-cls.pt")
-    os.makedirs(exports_dir())
+    os.makedirs(exports)
     here = race_conditions()
     elsewhere = {**here, "cores": here["cores"] + 1}
-    with open(race_path(path), "w") as file:
+    with open(race_path(path, exports), "w") as file:
         json.dump({"fastest": "torch", "conditions": here}, file)
-    assert LoadedModel(path, "cpu", FASTEST).runtime == "torch" and calls == []  # remembered
-    with open(race_path(path), "w") as file:
+    assert LoadedModel(path, "cpu", FASTEST, exports).runtime == "torch" and calls == []  # remembered
+    with open(race_path(path, exports), "w") as file:
         json.dump({"fastest": "torch", "conditions": elsewhere}, file)
-    assert LoadedModel(path, "cpu", FASTEST).runtime == "openvino" and set(calls) == {"torch", "onnx", "openvino"}
+    assert LoadedModel(path, "cpu", FASTEST, exports).runtime == "openvino"
+    assert set(calls) == {"torch", "onnx", "openvino"}
 
 
 def test_preload_models_loads_them_at_start_up_and_logs_the_ones_it_cannot(model_root, tmp_path):

@@ -37,17 +37,28 @@ DETECT_CONFIG = config(f'<RectangleLabels name="label" toName="image" model_path
 
 
 @pytest.fixture
-def training_env(yolo_env, model_root, fake_ls, tmp_path, monkeypatch):
-    """A MODEL_ROOT of this test (trained versions land there), Label Studio known, tiny trainings."""
+def backend_settings(backend_settings, fake_ls):
+    """Label Studio known: the annotated tasks are read from the fake one."""
+    return backend_settings.replace(label_studio_url=fake_ls[0], label_studio_api_key=LEGACY_TOKEN)
+
+
+@pytest.fixture
+def yolo_settings(yolo_settings, model_root, tmp_path):
+    """A MODEL_ROOT of this test (trained versions land there), tiny trainings on the CPU."""
     own_root = tmp_path / "model_root"
     own_root.mkdir()
     for name in os.listdir(model_root):
         os.symlink(os.path.join(model_root, name), own_root / name)
-    env = {"MODEL_ROOT": str(own_root), "LABEL_STUDIO_URL": fake_ls[0], "LABEL_STUDIO_API_KEY": LEGACY_TOKEN,
-           "TRAIN_EPOCHS": "2", "TRAIN_IMGSZ": "160", "TRAIN_BATCH": "8", "TRAIN_WORKERS": "0", "DEVICE": "cpu",
-           "YOLO_OFFLINE": "1", "MPLCONFIGDIR": str(tmp_path / "matplotlib"),
-           "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")}
-    for key, value in env.items():
+    return yolo_settings.replace(model_root=str(own_root), train_epochs=2, train_imgsz=160, train_batch=8,
+                                 train_workers=0, device="cpu")
+
+
+@pytest.fixture
+def training_env(fake_ls, tmp_path, monkeypatch):
+    """Ultralytics offline, and nothing it writes outside the test's folder; the fake Label
+    Studio's state."""
+    for key, value in {"YOLO_OFFLINE": "1", "MPLCONFIGDIR": str(tmp_path / "matplotlib"),
+                       "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # anything written to the working directory would land here
     return fake_ls[1]
@@ -205,10 +216,12 @@ def test_min_tasks_missing_media_and_a_tag_without_annotations_are_reported(back
     assert status["status"] == "failed" and "'other' has 0 usable annotated tasks" in status["error"]
 
 
-def test_without_label_studio_credentials_the_job_fails_saying_what_to_set(backend, training_env, monkeypatch):
-    monkeypatch.delenv("LABEL_STUDIO_API_KEY")
-    answer = backend.train(5, DETECT_CONFIG)
-    status = backend.finished(answer["job_id"], timeout=30)
+def test_without_label_studio_credentials_the_job_fails_saying_what_to_set(training_env, serve_yolo,
+                                                                          backend_settings):
+    with serve_yolo(settings=backend_settings.replace(label_studio_api_key="")) as base:
+        backend = Backend(base)
+        answer = backend.train(5, DETECT_CONFIG)
+        status = backend.finished(answer["job_id"], timeout=30)
     assert status["status"] == "failed" and "LABEL_STUDIO_API_KEY" in status["error"]
 
 
@@ -260,9 +273,8 @@ def test_model_train_every_starts_a_training_after_n_annotations_of_the_tag(back
 
 
 @pytest.mark.parametrize("name, expected", [("mean", 0.5), ("min", 0.2), ("max", 0.8), ("bogus", 0.5)])
-def test_prediction_score_is_the_mean_min_or_max_of_the_regions(monkeypatch, name, expected):
+def test_prediction_score_is_the_mean_min_or_max_of_the_regions(name, expected):
     from model import prediction_score
 
-    monkeypatch.setenv("PREDICTION_SCORE", name)
-    assert prediction_score([0.2, 0.5, 0.8]) == pytest.approx(expected)
-    assert prediction_score([]) == 0.0
+    assert prediction_score([0.2, 0.5, 0.8], name) == pytest.approx(expected)
+    assert prediction_score([], name) == 0.0

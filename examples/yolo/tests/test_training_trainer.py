@@ -16,6 +16,7 @@ import synthetic as syn
 from training.dataset import TrainableTag, build_dataset
 from training.trainer import TrainingBusy, TrainOptions, publish_decision, train_version
 from training.versions import METRICS_FILE, WEIGHTS_FILE, TrainedVersions
+from utils.settings import YoloSettings
 from yolo_helpers import TEST_MODELS_DIR
 
 DETECTOR = os.path.join(TEST_MODELS_DIR, "shapes-det.pt")
@@ -73,7 +74,7 @@ def test_a_training_makes_a_published_version_with_its_metrics(tmp_path):
 
     labels = ("triangle", "circle", "square", "star")  # 4 classes: the 3-class head is rebuilt
     dataset = detection_dataset(tmp_path, labels)
-    versions = TrainedVersions("3", DictStore(), root=str(tmp_path / "model_root"))
+    versions = TrainedVersions("3", DictStore(), model_root=str(tmp_path / "model_root"))
     died = os.path.join(versions.tag_dir("label"), ".staging-died")  # of a run killed before it cleaned up
     os.makedirs(os.path.join(died, "train"))
     updates = []
@@ -102,20 +103,22 @@ def test_a_training_makes_a_published_version_with_its_metrics(tmp_path):
 
 def test_matplotlib_imported_by_a_training_keeps_its_cache_out_of_home(tmp_path):
     """Ultralytics' trainer imports matplotlib (its font check), which builds a font cache under
-    HOME unless MPLCONFIGDIR points elsewhere: utils.weights points it into MODEL_DIR."""
+    HOME unless MPLCONFIGDIR points elsewhere: a YOLO instance (what a training job builds first)
+    points it into MODEL_DIR, and Ultralytics' settings there too."""
     home, model_dir = tmp_path / "home", tmp_path / "model_dir"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MPLCONFIGDIR", "YOLO_CONFIG_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
     env.update(HOME=str(home), MODEL_DIR=str(model_dir))
-    subprocess.run([sys.executable, "-c", "import utils.weights, matplotlib.font_manager"], env=env, check=True,
-                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert list(home.iterdir()) == [], "matplotlib wrote into HOME"
-    assert os.listdir(model_dir / "matplotlib")
+    subprocess.run([sys.executable, "-c", "import model; model.YOLO(); import matplotlib.font_manager, ultralytics"],
+                   env=env, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert list(home.iterdir()) == [], "matplotlib or Ultralytics wrote into HOME"
+    assert os.listdir(model_dir / "matplotlib") and os.listdir(model_dir / "ultralytics")
 
 
 def test_a_worse_run_is_kept_but_not_served_unless_keep_worse(tmp_path):
     dataset = detection_dataset(tmp_path, syn.DETECTION_CLASSES)
-    versions = TrainedVersions("3", DictStore(), root=str(tmp_path / "model_root"))
+    versions = TrainedVersions("3", DictStore(), model_root=str(tmp_path / "model_root"))
     serving = publish_weights(versions, "label", DETECTOR)  # a good model with the same classes serves
     ruin = TrainOptions(**{**FAST, "epochs": 1}, overrides={"optimizer": "SGD", "lr0": 1.0, "warmup_epochs": 0})
 
@@ -131,7 +134,7 @@ def test_a_worse_run_is_kept_but_not_served_unless_keep_worse(tmp_path):
 
 
 def test_a_second_run_of_the_same_tag_fails_at_once(tmp_path):
-    versions = TrainedVersions("3", DictStore(), root=str(tmp_path / "model_root"))
+    versions = TrainedVersions("3", DictStore(), model_root=str(tmp_path / "model_root"))
     lock = versions.tag_dir("label") + ".lock"
     os.makedirs(os.path.dirname(lock))
     holder = subprocess.Popen(  # another process (an RQ worker, a gunicorn worker) is training this tag
@@ -160,7 +163,7 @@ def test_classification_training_judges_top1_against_the_starting_weights(tmp_pa
         tasks.append({"id": task_id, "data": {"image": str(path)}, "annotations": [{"result": result}]})
     labels = ("triangle", "circle", "square")  # config order; Ultralytics names class folders sorted
     dataset = build_dataset(tasks, TrainableTag("shape", "classify", labels), media, str(tmp_path / "dataset"))
-    versions = TrainedVersions("3", DictStore(), root=str(tmp_path / "model_root"))
+    versions = TrainedVersions("3", DictStore(), model_root=str(tmp_path / "model_root"))
 
     version = train_version(dataset, CLASSIFIER, versions, "shape", TrainOptions(**{**FAST, "imgsz": 64}))
 
@@ -177,11 +180,9 @@ def test_publish_decision():
     assert publish_decision("top1", 0.4, 0.5, True)[0] is True
 
 
-def test_options_come_from_the_environment_then_the_tag(monkeypatch):
-    monkeypatch.setenv("TRAIN_EPOCHS", "7")
-    monkeypatch.setenv("TRAIN_IMGSZ", "320")
-    monkeypatch.delenv("TRAIN_BATCH", raising=False)
-    options = TrainOptions.from_env(epochs=3, batch=None, keep_worse=True)
+def test_options_come_from_the_settings_then_the_tag():
+    settings = YoloSettings.from_env({"TRAIN_EPOCHS": "7", "TRAIN_IMGSZ": "320", "DEVICE": "cpu"})
+    options = TrainOptions.from_settings(settings, epochs=3, batch=None, keep_worse=True)
     assert (options.epochs, options.imgsz, options.batch, options.keep_worse) == (3, 320, 16, True)
-    monkeypatch.delenv("TRAIN_IMGSZ")
-    assert TrainOptions.from_env().imgsz is None
+    assert options.device == "cpu"
+    assert TrainOptions.from_settings(YoloSettings()).imgsz is None

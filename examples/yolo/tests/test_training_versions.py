@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from label_studio_ml.cache import SQLiteStore
+from label_studio_ml.store import SQLiteStore
 from training.versions import METRICS_FILE, WEIGHTS_FILE, TrainedVersions, path_component
+from utils.project_store import ProjectStore
 
 BASE = "yolo"
 
@@ -16,19 +17,6 @@ BASE = "yolo"
 class DictStore(dict):
     def set(self, key, value):
         self[key] = value
-
-
-class ProjectStore:
-    """The SDK store seen by one project, as `LabelStudioMLBase.get/set` see it."""
-
-    def __init__(self, store, project):
-        self.store, self.project = store, project
-
-    def get(self, key):
-        return self.store.get(self.project, key)
-
-    def set(self, key, value):
-        self.store.set(self.project, key, value)
 
 
 def add_version(versions, tag, serve=True, metric=0.5):
@@ -39,7 +27,7 @@ def add_version(versions, tag, serve=True, metric=0.5):
 
 
 def test_publish_numbers_versions_per_project_and_keeps_rejected_runs(tmp_path):
-    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    versions = TrainedVersions("7", DictStore(), model_root=str(tmp_path))
     assert versions.project_version(BASE) == "yolo" and versions.serving("boxes") is None
 
     v1 = add_version(versions, "boxes")
@@ -60,7 +48,7 @@ def test_publish_numbers_versions_per_project_and_keeps_rejected_runs(tmp_path):
 
 def test_pin_rolls_back_every_tag_and_unpin_serves_the_newest(tmp_path):
     store = DictStore()
-    versions = TrainedVersions("7", store, root=str(tmp_path))
+    versions = TrainedVersions("7", store, model_root=str(tmp_path))
     v1 = add_version(versions, "boxes")
     v2 = add_version(versions, "classes")
     v3 = add_version(versions, "boxes")
@@ -85,7 +73,7 @@ def test_pin_rolls_back_every_tag_and_unpin_serves_the_newest(tmp_path):
 
 @pytest.mark.parametrize("version", ["yolo-v9", "v2", "latest", "yolo-v"])
 def test_pinning_an_unpublished_or_malformed_version_is_refused(tmp_path, version):
-    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    versions = TrainedVersions("7", DictStore(), model_root=str(tmp_path))
     add_version(versions, "boxes")
     add_version(versions, "boxes", serve=False)
     with pytest.raises(ValueError, match="model_version"):
@@ -95,19 +83,19 @@ def test_pinning_an_unpublished_or_malformed_version_is_refused(tmp_path, versio
 
 def test_state_survives_a_restart_with_the_sqlite_store(tmp_path):
     db = str(tmp_path / "cache.db")
-    versions = TrainedVersions("7", ProjectStore(SQLiteStore(db), "7"), root=str(tmp_path))
+    versions = TrainedVersions("7", ProjectStore(SQLiteStore(db), "7"), model_root=str(tmp_path))
     add_version(versions, "boxes")
     add_version(versions, "boxes")
     versions.pin("yolo-v1", BASE)
 
-    restarted = TrainedVersions("7", ProjectStore(SQLiteStore(db), "7"), root=str(tmp_path))
+    restarted = TrainedVersions("7", ProjectStore(SQLiteStore(db), "7"), model_root=str(tmp_path))
     assert restarted.project_version(BASE) == "yolo-v1" and restarted.serving("boxes").name == "v1"
-    other_project = TrainedVersions("8", ProjectStore(SQLiteStore(db), "8"), root=str(tmp_path))
+    other_project = TrainedVersions("8", ProjectStore(SQLiteStore(db), "8"), model_root=str(tmp_path))
     assert other_project.project_version(BASE) == "yolo" and other_project.versions() == []
 
 
 def test_concurrent_publishes_get_distinct_numbers(tmp_path):
-    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    versions = TrainedVersions("7", DictStore(), model_root=str(tmp_path))
     published = []
     threads = [threading.Thread(target=lambda i=i: published.append(add_version(versions, f"tag{i % 3}")))
                for i in range(8)]
@@ -120,7 +108,7 @@ def test_concurrent_publishes_get_distinct_numbers(tmp_path):
 
 
 def test_a_failed_run_leaves_nothing_and_an_unreadable_version_is_ignored(tmp_path):
-    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    versions = TrainedVersions("7", DictStore(), model_root=str(tmp_path))
     with pytest.raises(RuntimeError):
         with versions.staging("boxes") as staging:
             raise RuntimeError("training failed")
@@ -140,7 +128,7 @@ def test_a_failed_run_leaves_nothing_and_an_unreadable_version_is_ignored(tmp_pa
 
 
 def test_staging_folders_of_runs_that_died_are_removed(tmp_path):
-    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    versions = TrainedVersions("7", DictStore(), model_root=str(tmp_path))
     stale = os.path.join(versions.tag_dir("boxes"), ".staging-died")
     os.makedirs(os.path.join(stale, "train", "weights"))
     version = add_version(versions, "boxes")
@@ -155,13 +143,13 @@ def test_names_from_requests_never_leave_the_trained_folder(tmp_path):
         component = path_component(hostile)
         assert "/" not in component and not component.startswith(".") and len(component) < 60
     assert path_component("a/b") != path_component("a_b")
-    versions = TrainedVersions("../../x", DictStore(), root=str(tmp_path))
+    versions = TrainedVersions("../../x", DictStore(), model_root=str(tmp_path))
     version = add_version(versions, "../../tag")
     assert os.path.commonpath([version.path, str(tmp_path / "trained")]) == str(tmp_path / "trained")
 
 
 def test_each_classifier_training_changes_the_project_version(tmp_path):
-    versions = TrainedVersions("7", DictStore(), root=str(tmp_path))
+    versions = TrainedVersions("7", DictStore(), model_root=str(tmp_path))
     versions.count_classifier_training()
     assert versions.project_version(BASE) == "yolo.c1"
     add_version(versions, "boxes")

@@ -12,15 +12,19 @@ CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="labe
 
 
 @pytest.fixture
-def small_root(yolo_env, tmp_path, monkeypatch):
+def small_root(tmp_path):
     """A MODEL_ROOT holding one weights file and files of other kinds (OpenVINO, a tracker YAML)."""
     root = tmp_path / "root"
     root.mkdir()
     (root / "mine.pt").write_bytes(b"not really weights")
     for name in ("model.xml", "model.bin", "botsort.yaml"):
         (root / name).write_text("<net/>")
-    monkeypatch.setenv("MODEL_ROOT", str(root))
     return root
+
+
+@pytest.fixture
+def yolo_settings(yolo_settings, small_root):
+    return yolo_settings.replace(model_root=str(small_root))
 
 
 @pytest.mark.parametrize("name", ["model.xml", "model.bin", "botsort.yaml"])
@@ -28,7 +32,7 @@ def test_a_model_path_naming_no_weights_is_a_400_listing_the_weights(small_root,
     from utils.weights import resolve_model_path
 
     with pytest.raises(LabelConfigError, match=r"not a weights file.*available: mine\.pt$"):
-        resolve_model_path(name)
+        resolve_model_path(name, str(small_root))
 
 
 def test_official_weights_offline_are_a_424_in_our_words_listing_the_weights(small_root, monkeypatch):
@@ -41,7 +45,7 @@ def test_official_weights_offline_are_a_424_in_our_words_listing_the_weights(sma
 
     monkeypatch.setattr(ultralytics, "YOLO", offline)
     with pytest.raises(FailedDependency) as caught:
-        LoadedModel._load_weights(resolve_model_path("yolo11n.pt"))
+        LoadedModel._load_weights(resolve_model_path("yolo11n.pt", str(small_root)))
     detail = caught.value.detail
     assert "yolo11n.pt is not in MODEL_ROOT" in detail and detail.endswith("available: mine.pt")
     assert "❌" not in detail and "github" not in detail

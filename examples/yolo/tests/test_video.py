@@ -45,20 +45,31 @@ def video_model_root(model_root, tmp_path_factory):
 
 
 @pytest.fixture
-def server(yolo_server, video_model_root, monkeypatch):
-    monkeypatch.setenv("MODEL_ROOT", str(video_model_root))
+def yolo_settings(yolo_settings, video_model_root):
+    return yolo_settings.replace(model_root=str(video_model_root))
+
+
+@pytest.fixture
+def server(yolo_server):
+    """The backend serving the videos' weights."""
     return yolo_server
 
 
 @pytest.fixture
-def own_model_root(server, video_model_root, yolo_env, monkeypatch):
+def own_model_root(video_model_root, tmp_path):
     """A private MODEL_ROOT for a test that writes tracker YAMLs or classifiers into it."""
-    root = yolo_env / "own_model_root"
+    root = tmp_path / "own_model_root"
     root.mkdir()
     for name in ("shapes-det.pt", "shapes-cls.pt"):
         shutil.copy(video_model_root / name, root / name)
-    monkeypatch.setenv("MODEL_ROOT", str(root))
     return root
+
+
+@pytest.fixture
+def own_server(serve_yolo, yolo_settings, own_model_root):
+    """The backend serving from the test's private MODEL_ROOT."""
+    with serve_yolo(yolo=yolo_settings.replace(model_root=str(own_model_root))) as base:
+        yield base
 
 
 def post(base, path, body):
@@ -169,15 +180,16 @@ def test_bad_tracker_settings_are_400(server, videos):
     assert response.status_code == 400 and "nope" in response.json()["detail"]
 
 
-def test_tracker_yaml_in_model_root_by_name(server, videos, own_model_root):
+def test_tracker_yaml_in_model_root_by_name(own_server, videos, own_model_root):
     task = [{"id": 1, "data": {"video": videos["paths"]["shapes"]}}]
     # a custom tracker: only two keys, the rest comes from Ultralytics' bytetrack defaults
     (own_model_root / "short_memory.yaml").write_text("tracker_type: bytetrack\ntrack_buffer: 1\n")
-    tracks = tracks_by_label(results_of(predict(server, tracking_config('model_tracker="short_memory"'), task))[0]["result"])
+    response = predict(own_server, tracking_config('model_tracker="short_memory"'), task)
+    tracks = tracks_by_label(results_of(response)[0]["result"])
     assert len(tracks["triangle"]) == 2 and len(tracks["circle"]) == 1
     # a user botsort.yaml wins over Ultralytics' own
     (own_model_root / "botsort.yaml").write_text("tracker_type: botsort\nnew_track_thresh: 0.999\n")
-    assert results_of(predict(server, tracking_config(), task))[0]["result"] == []
+    assert results_of(predict(own_server, tracking_config(), task))[0]["result"] == []
 
 
 def test_non_video_fails_only_its_task(server, videos):
@@ -257,15 +269,15 @@ def assert_learned(regions, truth):
     assert len({r["id"] for r in regions}) == len(regions)
 
 
-def test_trainable_before_training_is_a_clear_error(server, videos, own_model_root):
-    response = predict(server, trainable_config(), [{"id": 1, "data": {"video": videos["paths"]["similar"]}}])
+def test_trainable_before_training_is_a_clear_error(own_server, videos, own_model_root):
+    response = predict(own_server, trainable_config(), [{"id": 1, "data": {"video": videos["paths"]["similar"]}}])
     assert response.status_code == 409
     assert "train first" in response.json()["detail"] and "submit an annotation" in response.json()["detail"]
 
 
-def test_trainable_learns_from_a_webhook_and_survives_a_restart(server, videos, own_model_root, yolo_env):
+def test_trainable_learns_from_a_webhook_and_survives_a_restart(own_server, videos, own_model_root, backend_settings):
     config = trainable_config()
-    response = post(server, "/webhook", annotation_webhook(config, videos["paths"]["train"]))
+    response = post(own_server, "/webhook", annotation_webhook(config, videos["paths"]["train"]))
     assert response.status_code == 201, response.text
     metrics = response.json()["result"]["trained"]["events"]
     assert metrics["status"] == "trained" and metrics["reset"] is False and metrics["frames"] == 90
@@ -274,37 +286,37 @@ def test_trainable_learns_from_a_webhook_and_survives_a_restart(server, videos, 
     assert classifier.is_file()
 
     task = [{"id": 8, "data": {"video": videos["paths"]["similar"]}}]
-    (prediction,) = results_of(predict(server, config, task))
+    (prediction,) = results_of(predict(own_server, config, task))
     assert_learned(prediction["result"], videos["similar"])
     assert prediction["model_version"] == "yolo.c1", "a trained classifier is a new version of the project"
 
     # features of both videos are cached once, and reused by the next pass
-    cache_dir = yolo_env / "model_dir" / "feature-cache"
-    cached = {p: os.stat(cache_dir / p).st_mtime_ns for p in os.listdir(cache_dir)}
+    cache_dir = os.path.join(backend_settings.model_dir, "feature-cache")
+    cached = {p: os.stat(os.path.join(cache_dir, p)).st_mtime_ns for p in os.listdir(cache_dir)}
     assert len(cached) == 2
-    assert results_of(predict(server, config, task))[0]["result"] == prediction["result"]
-    assert {p: os.stat(cache_dir / p).st_mtime_ns for p in os.listdir(cache_dir)} == cached
+    assert results_of(predict(own_server, config, task))[0]["result"] == prediction["result"]
+    assert {p: os.stat(os.path.join(cache_dir, p)).st_mtime_ns for p in os.listdir(cache_dir)} == cached
 
-    env = {"MODEL_ROOT": os.environ["MODEL_ROOT"], "MODEL_DIR": os.environ["MODEL_DIR"], "LABEL_STUDIO_CHECK": "false",
+    env = {"MODEL_ROOT": str(own_model_root), "MODEL_DIR": backend_settings.model_dir, "LABEL_STUDIO_CHECK": "false",
            "LOG_LEVEL": "WARNING"}
     with serve_in_process([PYTHON, "_wsgi.py", "-p", "{port}", "--host", "127.0.0.1"], env=env, cwd=YOLO_DIR) as (base, _):
         (restarted,) = results_of(predict(base, config, task))
     assert restarted["result"] == prediction["result"] and restarted["model_version"] == "yolo.c1"
 
 
-def test_trainable_resets_when_the_network_shape_changes(server, videos, own_model_root):
+def test_trainable_resets_when_the_network_shape_changes(own_server, videos, own_model_root):
     video = videos["paths"]["train"]
-    assert post(server, "/webhook", annotation_webhook(trainable_config(), video)).status_code == 201
+    assert post(own_server, "/webhook", annotation_webhook(trainable_config(), video)).status_code == 201
     smaller = trainable_config('model_classifier_hidden_size="8"')
     task = [{"id": 8, "data": {"video": videos["paths"]["similar"]}}]
-    response = predict(server, smaller, task)
+    response = predict(own_server, smaller, task)
     assert response.status_code == 409 and "hidden_size 32 -> 8" in response.json()["detail"]
 
-    response = post(server, "/webhook", annotation_webhook(smaller, video, action="ANNOTATION_UPDATED"))
+    response = post(own_server, "/webhook", annotation_webhook(smaller, video, action="ANNOTATION_UPDATED"))
     metrics = response.json()["result"]["trained"]["events"]
     assert metrics["reset"] is True and metrics["reset_reasons"] == ["hidden_size 32 -> 8"] and metrics["trainings"] == 1
-    assert_learned(results_of(predict(server, smaller, task))[0]["result"], videos["similar"])
+    assert_learned(results_of(predict(own_server, smaller, task))[0]["result"], videos["similar"])
     # an annotation without this control's ranges trains nothing
     body = annotation_webhook(smaller, video)
     body["annotation"]["result"] = []
-    assert post(server, "/webhook", body).json()["result"]["trained"]["events"]["status"] == "skipped"
+    assert post(own_server, "/webhook", body).json()["result"]["trained"]["events"]["status"] == "skipped"

@@ -260,6 +260,31 @@ def test_classifier_learns_saves_and_reloads(tmp_path):
     np.testing.assert_allclose(reloaded.predict_proba(other), probs, atol=1e-6)
 
 
+def test_the_classifier_cache_reads_each_version_of_a_file_once(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from utils.classifier_cache import ClassifierCache
+
+    spec = tc.ClassifierSpec(input_size=4, hidden_size=3, num_layers=1, sequence_size=4, labels=("A",))
+    path = str(tmp_path / "clf.pkl")
+    tc.TimelineClassifier(spec).save(path)
+    reads, read = [], tc.TimelineClassifier.load
+    monkeypatch.setattr(tc.TimelineClassifier, "load", staticmethod(lambda p: reads.append(p) or read(p)))
+    cache = ClassifierCache()
+
+    with ThreadPoolExecutor(4) as pool:  # concurrent first requests
+        loaded = list(pool.map(lambda _: cache.get(path), range(8)))
+    assert len(reads) == 1 and all(c is loaded[0] for c in loaded)
+    trained = tc.TimelineClassifier(spec, trainings=1)
+    trained.save(path)
+    cache.put(path, trained)  # this process trained it: served as it is, not read again
+    assert cache.get(path) is trained and len(reads) == 1
+    tc.TimelineClassifier(spec, trainings=2).save(path)  # another worker trained it
+    assert cache.get(path).trainings == 2 and len(reads) == 2
+    os.remove(path)
+    assert cache.get(path) is None
+
+
 def test_spec_differences():
     a = tc.ClassifierSpec(1280, 32, 1, 16, ("A", "B"))
     assert a.differences(a) == []
@@ -299,11 +324,13 @@ def test_exclusive_makes_another_process_wait(tmp_path):
     assert acquired >= released
 
 
-def test_feature_cache_roundtrip(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
-    path = tc.feature_cache_path("v" * 40, "m" * 40, "clip.mp4", "yolov8n-cls.pt")
-    assert os.path.dirname(path) == str(tmp_path / "feature-cache")
-    assert path != tc.feature_cache_path("v" * 40, "n" * 40, "clip.mp4", "yolov8n-cls.pt")
+def test_feature_cache_roundtrip(tmp_path):
+    directory = tc.feature_cache_dir("", str(tmp_path))
+    assert directory == str(tmp_path / "feature-cache")
+    assert tc.feature_cache_dir("elsewhere", str(tmp_path)) == os.path.abspath("elsewhere")  # FEATURE_CACHE_DIR
+    path = tc.feature_cache_path(directory, "v" * 40, "m" * 40, "clip.mp4", "yolov8n-cls.pt")
+    assert os.path.dirname(path) == directory
+    assert path != tc.feature_cache_path(directory, "v" * 40, "n" * 40, "clip.mp4", "yolov8n-cls.pt")
     assert tc.load_cached_features(path) is None
     features = np.arange(12, dtype=np.float16).reshape(3, 4)
     tc.save_cached_features(path, features)
@@ -312,13 +339,12 @@ def test_feature_cache_roundtrip(tmp_path, monkeypatch):
 
 # ----- video files -----------------------------------------------------------------------------
 
-def test_video_frames_stream_and_count(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("VIDEO_PROGRESS_FRAMES", "10")
+def test_video_frames_stream_and_count(tmp_path, caplog):
     path = str(tmp_path / "v.mp4")
     synthetic_video.timeline_video(path, [("circle", 12), (None, 13)], size=64)
     with caplog.at_level(logging.INFO, logger="utils.video"), VideoFrames(path) as video:
         assert (video.fps, video.width, video.height) == (30.0, 64, 64)
-        sizes = [(start, len(frames)) for start, frames in video.batches(8)]
+        sizes = [(start, len(frames)) for start, frames in video.batches(8, log_every=10)]
     assert sizes == [(0, 8), (8, 8), (16, 8), (24, 1)]
     assert video.frames_count == 25 and video.duration == pytest.approx(25 / 30)
     assert sum("frame 10/25" in m or "frame 20/25" in m for m in caplog.messages) == 2
@@ -328,7 +354,7 @@ def test_unreadable_video_names_the_file(tmp_path):
     path = synthetic_video.not_a_video(str(tmp_path / "notes.mp4"))
     with pytest.raises(UnreadableVideo) as err:
         with VideoFrames(path) as video:
-            list(video.batches(4))
+            list(video.batches(4, log_every=500))
     assert err.value.status_code == 422 and "notes.mp4" in err.value.detail
     with pytest.raises(UnreadableVideo, match="missing.mp4"):
         VideoFrames(str(tmp_path / "missing.mp4"))

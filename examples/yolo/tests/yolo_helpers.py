@@ -34,12 +34,11 @@ def fetch_pose_model() -> str:
     return target
 
 
-def use_model_root_of(test_dir, monkeypatch, name: str, weights: str):
-    """`MODEL_ROOT` set to a new folder `test_dir/name` of one test, holding a link to `weights`."""
+def model_root_of(test_dir, name: str, weights: str):
+    """A new MODEL_ROOT `test_dir/name` of one test, holding a link to `weights`."""
     root = test_dir / name
     root.mkdir()
     os.symlink(weights, root / os.path.basename(weights))
-    monkeypatch.setenv("MODEL_ROOT", str(root))
     return root
 
 

@@ -6,17 +6,18 @@ on the training queue with `BACKGROUND_JOBS`, else a thread of the backend); it 
 tag's dataset built in a temporary folder under `MODEL_DIR`, trained from the tag's own weights,
 published as the project's next version when not worse (trainer.py), then loaded (`take_over`).
 Its result is the version's metrics.json; a reason not to train (`CannotTrain`, `TrainingBusy`)
-fails the job with that reason.
+fails the job with that reason. Everything here works from a control model and its
+`ControlContext` (project, store, settings, media), never from the backend's model instance.
 """
 
 import logging
 import os
 import tempfile
-from typing import Dict, List
+from typing import Callable, Dict, List
 
+from control_models.context import ControlContext
 from label_studio_ml import jobs
 from label_studio_ml.label_studio_api import annotated_tasks
-from label_studio_ml.parsing import env_int
 from training.dataset import build_dataset
 from training.trainer import train_version
 from training.versions import TrainedVersions, Version, path_component
@@ -26,59 +27,53 @@ from utils.runtimes import remove_exports
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRAIN_QUEUE = "label-studio-ml-train"
-DAY_S = 24 * 3600
-
-
-def train_queue() -> str:
-    """The RQ queue of trainings (`TRAIN_QUEUE`): workers on GPU machines can take only these."""
-    return os.getenv("TRAIN_QUEUE", DEFAULT_TRAIN_QUEUE)
-
 
 def _job_key(tag: str) -> str:
     return f"training_job:{tag}"
 
 
-def start_trainings(backend, controls: List) -> Dict[str, dict]:
+def start_trainings(context: ControlContext, controls: List, submit: Callable[..., str]) -> Dict[str, dict]:
     """`{tag: {"job_id", "status"}}`: a training job submitted for each control model, or for a
-    tag whose training is still queued or running, that job (`"status": "running"`)."""
+    tag whose training is still queued or running, that job (`"status": "running"`).
+    `submit(tag, description=, queue_name=, timeout=)` submits the job that trains `tag` (the
+    backend's `train_tag`) and answers its id."""
     answers = {}
     for control in controls:
-        previous = backend.get(_job_key(control.from_name))
-        running = jobs.job_status(previous) if previous else None
+        previous = context.store.get(_job_key(control.from_name))
+        running = jobs.job_status(context.settings, previous) if previous else None
         if jobs.is_active(running):
             answers[control.from_name] = {"job_id": previous, "status": "running",
                                           "detail": f"a training of '{control.from_name}' is already {running['status']}"}
             continue
-        job_id = jobs.submit_model_method(backend, "train_tag", control.from_name,
-                                          description=f"train '{control.from_name}' of project {backend.project_id}",
-                                          queue_name=train_queue(), timeout=env_int("TRAIN_JOB_TIMEOUT", DAY_S))
-        backend.set(_job_key(control.from_name), job_id)
+        job_id = submit(control.from_name, description=f"train '{control.from_name}' of project {context.project_id}",
+                        queue_name=context.yolo.train_queue, timeout=context.yolo.train_job_timeout)
+        context.store.set(_job_key(control.from_name), job_id)
         answers[control.from_name] = {"job_id": job_id, "status": "queued"}
     return answers
 
 
-def _media(backend, control):
+def _media(control):
     """`task -> local image path` of the tag's object, fetched as predictions fetch it."""
     def local_path(task: dict) -> str:
-        return backend.get_local_path(task["data"][control.value], task_id=task["id"])
+        return control.context.local_path(task["data"][control.value], task_id=task["id"])
     return local_path
 
 
-def run_training(backend, control) -> dict:
-    """One training of `control`'s tag for the backend's project (in a job); the new version's record."""
+def run_training(control) -> dict:
+    """One training of `control`'s tag for its context's project (in a job); the new version's record."""
+    context: ControlContext = control.context
     jobs.report_progress({"stage": "reading annotations"})
-    tasks = annotated_tasks(backend.project_id)
-    if hasattr(control, "fit_tasks"):  # a tag that trains its own kind of model (TimelineLabels)
-        return control.fit_tasks(tasks, backend)
+    tasks = annotated_tasks(context.settings, context.project_id)
+    if control.learns_from_annotations:  # a tag that trains its own kind of model in place (TimelineLabels)
+        return control.fit_tasks(tasks)
     jobs.report_progress({"stage": "building dataset", "annotated_tasks": len(tasks)})
-    workspace = os.path.join(_model_dir(), "training")
+    workspace = os.path.join(context.settings.model_dir, "training")
     os.makedirs(workspace, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dataset-", dir=workspace) as root:
-        dataset = build_dataset(tasks, control.trainable_tag(), _media(backend, control), root,
+        dataset = build_dataset(tasks, control.trainable_tag(), _media(control), root,
                                 min_tasks=control.train_min_tasks())
         jobs.report_progress({"stage": "training", **dataset.summary()})
-        versions = TrainedVersions(backend.project_id, backend)
+        versions = TrainedVersions(context.project_id, context.store, context.yolo.model_root)
         version = train_version(dataset, control.model_path, versions, control.from_name, control.train_options(),
                                 progress=jobs.report_progress)
     if version.published:
@@ -96,25 +91,21 @@ def take_over(versions: TrainedVersions, control, version: Version) -> None:
         serving = versions.snapshot()
         now = serving.serving(control.from_name)
         if now is not None and now.number == version.number:  # not held back by a pin
-            registry.get(version.weights, pytorch=control.needs_pytorch)
+            registry.get(version.weights, control.context.inference, pytorch=control.needs_pytorch)
         for weights in serving.not_serving(control.from_name):
-            remove_exports(weights)
+            remove_exports(weights, control.context.inference.exports_dir)
     except Exception:
         logger.warning("Project %s, tag '%s': %s is published, but loading it or cleaning up after it failed",
                        versions.project, control.from_name, version.name, exc_info=True)
 
 
-def _count_lock(project: str, tag: str) -> str:
+def _count_lock(model_dir: str, project: str, tag: str) -> str:
     """The file whose lock makes one webhook at a time count annotations of the project's tag,
     among the threads and processes of this machine."""
-    return os.path.join(_model_dir(), "locks", path_component(project), path_component(f"annotations-{tag}"))
+    return os.path.join(model_dir, "locks", path_component(project), path_component(f"annotations-{tag}"))
 
 
-def _model_dir() -> str:
-    return os.path.abspath(os.getenv("MODEL_DIR", "."))
-
-
-def counts_towards_training(backend, control, data: dict) -> bool:
+def counts_towards_training(control, data: dict) -> bool:
     """An annotation webhook for a tag with `model_train_every="N"`: count it (per project and tag,
     in the store) when it has regions of the tag; True on the Nth since the last start, which
     resets the count."""
@@ -124,12 +115,13 @@ def counts_towards_training(backend, control, data: dict) -> bool:
         return False
     if not any(region.get("from_name") == control.from_name for region in annotation.get("result") or []):
         return False
+    context: ControlContext = control.context
     key = f"annotations_since_training:{control.from_name}"
-    with exclusive(_count_lock(backend.project_id, control.from_name)):  # webhooks arrive in parallel
-        count = int(backend.get(key) or 0) + 1
+    with exclusive(_count_lock(context.settings.model_dir, context.project_id, control.from_name)):  # in parallel
+        count = int(context.store.get(key) or 0) + 1
         due = count >= every
-        backend.set(key, "0" if due else str(count))
+        context.store.set(key, "0" if due else str(count))
     if due:
-        logger.info("Project %s: %d annotations of '%s' since its last training: training", backend.project_id,
+        logger.info("Project %s: %d annotations of '%s' since its last training: training", context.project_id,
                     count, control.from_name)
     return due

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
-from label_studio_ml.parsing import env_int
 from training.dataset import CannotTrain, Dataset
 from training.versions import WEIGHTS_FILE, TrainedVersions, Version
 from utils.files import exclusive_if_free
 from utils.inference import select_device
+from utils.settings import YoloSettings
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ class TrainingBusy(CannotTrain):
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Options of one run. `imgsz` None: the size the starting weights were trained at.
-    `overrides`: further Ultralytics `train` arguments (e.g. `lr0`)."""
+    """Options of one run. `imgsz` None: the size the starting weights were trained at. `device`
+    None: CUDA when available, else CPU. `overrides`: further Ultralytics `train` arguments
+    (e.g. `lr0`)."""
 
     epochs: int = 50
     imgsz: Optional[int] = None
@@ -57,12 +58,13 @@ class TrainOptions:
     overrides: Mapping = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, **given) -> "TrainOptions":
-        """Defaults from `TRAIN_EPOCHS`, `TRAIN_IMGSZ`, `TRAIN_BATCH`, `TRAIN_PATIENCE`,
-        `TRAIN_WORKERS`, then the `given` values that are not None (a tag's attributes)."""
-        options = cls(epochs=env_int("TRAIN_EPOCHS", cls.epochs), imgsz=env_int("TRAIN_IMGSZ", 0) or None,
-                      batch=env_int("TRAIN_BATCH", cls.batch), patience=env_int("TRAIN_PATIENCE", cls.patience),
-                      workers=env_int("TRAIN_WORKERS", cls.workers))
+    def from_settings(cls, settings: YoloSettings, **given) -> "TrainOptions":
+        """Defaults from the settings (`TRAIN_EPOCHS`, `TRAIN_IMGSZ`, `TRAIN_BATCH`,
+        `TRAIN_PATIENCE`, `TRAIN_WORKERS`, the device as for prediction), then the `given` values
+        that are not None (a tag's attributes)."""
+        options = cls(epochs=settings.train_epochs, imgsz=settings.train_imgsz or None, batch=settings.train_batch,
+                      patience=settings.train_patience, workers=settings.train_workers,
+                      device=settings.device or None)
         return replace(options, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -97,7 +99,7 @@ class _Run:
 
     def __init__(self, dataset: Dataset, options: TrainOptions, workdir: str, progress: Optional[Progress]):
         self.dataset, self.options, self.workdir, self.progress = dataset, options, workdir, progress
-        self.device = options.device or select_device()
+        self.device = select_device(options.device or "")
 
     def report(self, update: dict) -> None:
         if self.progress is None:

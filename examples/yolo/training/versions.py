@@ -23,10 +23,10 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Protocol, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from utils.files import exclusive
-from utils.weights import model_root
+from utils.project_store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,6 @@ CLASSIFIER_TRAININGS_KEY = "classifier_trainings"
 STAGING_PREFIX = ".staging-"
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
 _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
-
-
-class Store(Protocol):
-    """The per-project key/value store (a `LabelStudioMLBase` instance is one)."""
-
-    def get(self, key: str) -> Optional[str]: ...
-
-    def set(self, key: str, value: str) -> None: ...
 
 
 def path_component(text: str) -> str:
@@ -115,12 +107,13 @@ class ServingState:
 
 
 class TrainedVersions:
-    """The versions of one project (`project` is its id); `store` keeps its pin."""
+    """The versions of one project (`project` is its id) under `model_root` (MODEL_ROOT); `store`
+    (the project's) keeps its pin."""
 
-    def __init__(self, project: str, store: Store, root: Optional[str] = None):
+    def __init__(self, project: str, store: Store, model_root: str):
         self.project = str(project)
         self.store = store
-        self.root = os.path.join(root or model_root(), TRAINED_DIR, path_component(self.project))
+        self.root = os.path.join(model_root, TRAINED_DIR, path_component(self.project))
 
     def tag_dir(self, tag: str) -> str:
         return os.path.join(self.root, path_component(tag))
@@ -171,7 +164,9 @@ class TrainedVersions:
 
     def count_classifier_training(self) -> None:
         """One more training of one of the project's TimelineLabels classifiers: the project's
-        version changes, so Retrieve Predictions predicts its tasks again."""
+        version (`.c<K>`) changes, so Retrieve Predictions predicts its tasks again. A count of the
+        project's, kept in the store rather than summed from the classifier files (whose own counts
+        restart when a classifier is trained from scratch), so that no version name comes twice."""
         with exclusive(self.root):  # one count at a time among the project's threads and processes
             self.store.set(CLASSIFIER_TRAININGS_KEY, str(self.classifier_trainings() + 1))
 

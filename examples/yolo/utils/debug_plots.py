@@ -15,7 +15,6 @@ from typing import Optional
 
 import cv2
 
-from label_studio_ml.parsing import env_bool, env_int
 from utils.files import safe_name
 
 logger = logging.getLogger(__name__)
@@ -24,29 +23,20 @@ _counter = itertools.count()
 _prune_lock = threading.Lock()
 
 
-def enabled() -> bool:
-    try:
-        return env_bool("DEBUG_PLOT", False)
-    except ValueError:
-        logger.warning("DEBUG_PLOT=%r is not true/false: no debug plots", os.getenv("DEBUG_PLOT"))
-        return False
+def plots_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, "debug-plots")
 
 
-def plots_dir() -> str:
-    return os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "debug-plots")
-
-
-def save_debug_plot(result, control_name: str) -> Optional[str]:
-    """Write `result.plot()` to a new file; its path, or None when that failed (logged: a debug
-    aid never fails a prediction)."""
-    directory = plots_dir()
+def save_debug_plot(result, control_name: str, directory: str, keep: int) -> Optional[str]:
+    """Write `result.plot()` to a new file in `directory`, keeping its newest `keep` plots; its
+    path, or None when that failed (logged: a debug aid never fails a prediction)."""
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_counter):06d}-{safe_name(control_name, 60)}.jpg"
     path = os.path.join(directory, name)
     try:
         os.makedirs(directory, exist_ok=True)
         if not cv2.imwrite(path, result.plot()):
             raise OSError("cv2.imwrite wrote nothing")
-        _prune(directory, max(1, env_int("DEBUG_PLOT_KEEP", 200)))
+        _prune(directory, keep)
     except Exception as exc:
         logger.warning("Debug plot of <%s> not saved to %s: %s: %s", control_name, path, type(exc).__name__, exc)
         return None

@@ -7,7 +7,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from label_studio_ml.exceptions import MLBackendError, PayloadTooLarge
-from label_studio_ml.parsing import env_int
 
 # We enforce our own limit (MAX_IMAGE_PIXELS) before decoding; PIL's global guard would only warn.
 Image.MAX_IMAGE_PIXELS = None
@@ -15,10 +14,6 @@ Image.MAX_IMAGE_PIXELS = None
 
 class UnreadableImage(MLBackendError):
     status_code = 422
-
-
-def max_pixels() -> int:
-    return env_int("MAX_IMAGE_PIXELS", 80_000_000)
 
 
 def _root_cause(exc: Exception) -> str:
@@ -30,8 +25,9 @@ def _root_cause(exc: Exception) -> str:
     return str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
 
 
-def load_image(path: str) -> np.ndarray:
-    """BGR uint8 array of the image at `path`, EXIF orientation applied (as browsers display it).
+def load_image(path: str, max_pixels: int) -> np.ndarray:
+    """BGR uint8 array of the image at `path`, EXIF orientation applied (as browsers display it);
+    an image of more than `max_pixels` (`MAX_IMAGE_PIXELS`) is refused before decoding.
 
     PIL reads only the header (size check before any decoding); OpenCV decodes, several times
     faster than PIL for JPEG and PNG, applying the EXIF orientation itself. Formats OpenCV cannot
@@ -40,10 +36,10 @@ def load_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if width * height > max_pixels():
+            if width * height > max_pixels:
                 raise PayloadTooLarge(
                     f"Image {os.path.basename(path)} is {width}x{height} = {width * height} pixels, above "
-                    f"MAX_IMAGE_PIXELS={max_pixels()}"
+                    f"MAX_IMAGE_PIXELS={max_pixels}"
                 )
             bgr = cv2.imread(path, cv2.IMREAD_COLOR)
             if bgr is None:

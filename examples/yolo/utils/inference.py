@@ -8,35 +8,53 @@
   a CPU runs best from one thread (each calling thread gets its own OpenMP pool, and idle pools
   spin against the busy one). So every model call runs on one inference thread per device:
   request threads hand their batches over and wait.
+
+The registry and the inference threads are process-wide; how a backend runs its weights (its
+`InferenceOptions`: device, runtime, FP16, batch size, where exports go) comes from its settings
+and is passed with each call.
 """
 
 import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from label_studio_ml.exceptions import LabelConfigError, ModelUnavailable
-from label_studio_ml.parsing import env_int
-from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, fastest_runtime,
-                            half_precision)
+from label_studio_ml.settings import Settings
+from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, exports_dir,
+                            fastest_runtime, half_precision)
+from utils.settings import YoloSettings
 from utils.weights import available_models_text, is_sam_weights, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
 
-def select_device() -> str:
-    """`DEVICE` env (`cpu`, `cuda`, `cuda:1`, `mps`), else CUDA when available, else CPU."""
-    device = os.getenv("DEVICE", "").strip()
-    if device:
-        return device
+def select_device(wanted: str) -> str:
+    """`wanted` (`DEVICE`: `cpu`, `cuda`, `cuda:1`, `mps`), else CUDA when available, else CPU."""
+    if wanted:
+        return wanted
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def batch_size() -> int:
-    return max(1, env_int("YOLO_BATCH_SIZE", 8))
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a backend runs weights, from its settings: passed to the process-wide registry and
+    to each model call, so that what is loaded and run follows the caller's settings."""
+
+    device: str        # resolved: `cpu`, `cuda:0`, ...
+    runtime: str       # as asked (`YOLO_RUNTIME`): auto, torch, onnx, openvino
+    half: bool         # `YOLO_HALF`: FP16 with PyTorch on CUDA
+    batch_size: int    # images (or video frames) per model call
+    exports_dir: str   # where exports and engine races are cached (`MODEL_DIR/exports`)
+
+    @classmethod
+    def from_settings(cls, yolo: YoloSettings, settings: Settings) -> "InferenceOptions":
+        return cls(device=select_device(yolo.device), runtime=yolo.yolo_runtime, half=yolo.yolo_half,
+                   batch_size=yolo.yolo_batch_size, exports_dir=exports_dir(settings.model_dir))
 
 
 _executors: Dict[str, ThreadPoolExecutor] = {}
@@ -53,17 +71,17 @@ def inference_thread(device: str) -> ThreadPoolExecutor:
 
 class LoadedModel:
     """One Ultralytics model on one device, run by PyTorch or by an exported engine (see
-    runtimes.py); its calls run on the device's inference thread."""
+    runtimes.py; exports cached in `exports_dir`); its calls run on the device's inference thread."""
 
-    def __init__(self, path: str, device: str, runtime: str = "torch"):
+    def __init__(self, path: str, device: str, runtime: str, exports_dir: str, half: bool = False):
         weights = self._load_weights(path)
         self.path = path
         self.name = os.path.basename(path)
         self.device = device
         self.task = weights.task
         self.names: Dict[int, str] = {} if is_sam_weights(path) else dict(weights.names)  # SAM has no classes
-        self.runtime, self.model = self._for_runtime(weights, runtime)
-        if self.runtime == "torch" and half_precision(device):
+        self.runtime, self.model = self._for_runtime(weights, runtime, exports_dir)
+        if self.runtime == "torch" and half_precision(device, half):
             self.model.overrides["half"] = True  # read by every predict and track call
         logger.info("Loaded %s (task %s) on %s with %s; class names: %s", self.name, self.task, device,
                     self.runtime, list(self.names.values()))
@@ -81,29 +99,29 @@ class LoadedModel:
                 raise ModelUnavailable(
                     f"{os.path.basename(path)} is not in MODEL_ROOT and could not be downloaded (no internet "
                     f"access?): copy the weights there or set model_path to a file that is there; "
-                    f"{available_models_text()}"
+                    f"{available_models_text(os.path.dirname(path))}"
                 ) from exc
             raise LabelConfigError(f"Cannot load model {os.path.basename(path)}: {type(exc).__name__}: {exc}") from exc
 
-    def _for_runtime(self, weights, runtime: str) -> tuple:
+    def _for_runtime(self, weights, runtime: str, exports: str) -> tuple:
         """(runtime name, Ultralytics model that runs it): the loaded weights themselves, or an
-        export; the weights (PyTorch) when the export fails or does not load."""
+        export (cached in `exports`); the weights (PyTorch) when the export fails or does not load."""
         thread = inference_thread(self.device)
         if runtime == FASTEST:
-            runtime, raced = fastest_runtime(weights, self.path, self.device, thread)
+            runtime, raced = fastest_runtime(weights, self.path, self.device, thread, exports)
             if raced is not None:  # raced just now: loaded and started already
                 return runtime, raced
         if runtime not in EXPORTS:
             return runtime, weights
         try:
-            return runtime, exported_model(weights, self.path, runtime, self.device, thread)
+            return runtime, exported_model(weights, self.path, runtime, self.device, thread, exports)
         except Exception as exc:
             logger.warning("%s: no %s model (%s: %s); PyTorch serves it instead", self.name, ENGINE_NAMES[runtime],
                            type(exc).__name__, exc)
             return "torch", weights
 
-    def predict(self, images: list, **kwargs) -> list:
-        """Ultralytics `predict` over `images` (arrays), in chunks of `YOLO_BATCH_SIZE`.
+    def predict(self, images: list, batch_size: int, **kwargs) -> list:
+        """Ultralytics `predict` over `images` (arrays), in chunks of `batch_size` (`YOLO_BATCH_SIZE`).
 
         Images are grouped by shape first: Ultralytics letterboxes a batch of equal shapes to the
         smallest padded size, but pads a mixed batch to a full square, which costs more than
@@ -112,13 +130,12 @@ class LoadedModel:
         by_shape: Dict[tuple, List[int]] = {}
         for index, image in enumerate(images):
             by_shape.setdefault(getattr(image, "shape", None), []).append(index)
-        size = batch_size()
 
         def work(model) -> list:
             results: list = [None] * len(images)
             for indices in by_shape.values():
-                for start in range(0, len(indices), size):
-                    chunk = indices[start:start + size]
+                for start in range(0, len(indices), batch_size):
+                    chunk = indices[start:start + batch_size]
                     outputs = model.predict([images[i] for i in chunk], device=self.device, verbose=False, **kwargs)
                     for i, output in zip(chunk, outputs):
                         results[i] = output
@@ -140,11 +157,13 @@ class ModelRegistry:
         self._locks: Dict[tuple, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, path: str, device: Optional[str] = None, pytorch: bool = False) -> LoadedModel:
-        """The model at `path` on `device` (default `select_device()`), in the runtime chosen for it;
-        `pytorch=True` for callers that reach into the PyTorch network itself."""
-        device = device or select_device()
-        key = (path, device, "torch" if pytorch or is_sam_weights(path) else choose_runtime(path, device))
+    def get(self, path: str, options: InferenceOptions, pytorch: bool = False) -> LoadedModel:
+        """The model at `path` on `options.device`, in the runtime chosen for it; `pytorch=True`
+        for callers that reach into the PyTorch network itself. The first load of a model decides
+        where its exports go and whether it runs in FP16 (one server has one setting of each)."""
+        device = options.device
+        runtime = "torch" if pytorch or is_sam_weights(path) else choose_runtime(path, device, options.runtime)
+        key = (path, device, runtime)
         model = self._models.get(key)
         if model is not None:
             return model
@@ -153,7 +172,7 @@ class ModelRegistry:
         with lock:  # only requests for this very model wait for its load
             model = self._models.get(key)
             if model is None:
-                model = LoadedModel(*key)
+                model = LoadedModel(path, device, runtime, options.exports_dir, options.half)
                 self._models[key] = model
         return model
 
@@ -173,22 +192,22 @@ class ModelRegistry:
 registry = ModelRegistry()
 
 
-def preload(names: List[str]) -> None:
-    """Load (and on a CPU export) the named weights now, one after another, so that the first
-    requests do not wait for it; a name that fails is logged and skipped."""
-    for name in names:
+def preload(yolo: YoloSettings, settings: Settings) -> None:
+    """Load (and on a CPU export) the weights `PRELOAD_MODELS` names now, one after another, so
+    that the first requests do not wait for it; a name that fails is logged and skipped."""
+    options = InferenceOptions.from_settings(yolo, settings)
+    for name in yolo.preload_models:
         try:
-            registry.get(resolve_model_path(name))
+            registry.get(resolve_model_path(name, yolo.model_root), options)
         except Exception as exc:  # a preload must never take the server down
             logger.error("PRELOAD_MODELS: %s not loaded: %s", name, getattr(exc, "detail", exc))
 
 
-def start_preloading() -> Optional[threading.Thread]:
-    """`PRELOAD_MODELS` (comma-separated weights in MODEL_ROOT) loaded in a background thread of
-    this process; None when it is not set."""
-    names = [n.strip() for n in os.getenv("PRELOAD_MODELS", "").split(",") if n.strip()]
-    if not names:
+def start_preloading(yolo: YoloSettings, settings: Settings) -> Optional[threading.Thread]:
+    """`PRELOAD_MODELS` (weights in MODEL_ROOT) loaded in a background thread of this process;
+    None when it names none."""
+    if not yolo.preload_models:
         return None
-    thread = threading.Thread(target=preload, args=(names,), name="preload-models", daemon=True)
+    thread = threading.Thread(target=preload, args=(yolo, settings), name="preload-models", daemon=True)
     thread.start()
     return thread

@@ -31,7 +31,6 @@ import os
 import platform
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -42,18 +41,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from label_studio_ml.exceptions import MLBackendError
-from label_studio_ml.parsing import env_bool
 from utils.files import atomic_write, content_digest, exclusive
 
 logger = logging.getLogger(__name__)
-
-# ONNX Runtime otherwise writes a telemetry device id under ~/.cache: a server writes only under
-# MODEL_DIR, MODEL_ROOT and its cache directory.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-# `import openvino` imports its converter, which sends usage events to Google Analytics and writes
-# a client id under ~/intel unless a consent file there says no; it uses a silent stub instead when
-# `openvino_telemetry` cannot be imported (None in sys.modules), as here, before openvino loads.
-sys.modules.setdefault("openvino_telemetry", None)
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
 FASTEST = "fastest"  # what `auto` means on a CPU: the engine measured fastest when the model loads
@@ -70,25 +60,20 @@ EXPORTS = {
 RACE_WARMUP_TURNS, RACE_TURNS = 2, 5
 
 
-def requested_runtime() -> str:
-    value = (os.getenv("YOLO_RUNTIME") or "auto").strip().lower()
-    if value not in RUNTIMES:
-        raise MLBackendError(f"YOLO_RUNTIME={value!r} is not one of {', '.join(RUNTIMES)}")
-    return value
-
-
 def engine_available(runtime: str) -> bool:
     """Whether the package that runs `runtime` is installed (found, not imported: importing an
     engine costs memory a server that does not use it should not pay)."""
     return runtime == "torch" or importlib.util.find_spec(EXPORTS[runtime]["engine"]) is not None
 
 
-def choose_runtime(path: str, device: str, requested: Optional[str] = None) -> str:
-    """`torch`, `onnx` or `openvino` for PyTorch weights at `path` on `device`, or `fastest` (on a
-    CPU by default: decided by measurement when the model loads); `native` for other formats."""
+def choose_runtime(path: str, device: str, requested: str) -> str:
+    """`torch`, `onnx` or `openvino` for PyTorch weights at `path` on `device`, as `requested`
+    (`YOLO_RUNTIME`), or `fastest` (`auto` on a CPU: decided by measurement when the model loads);
+    `native` for other formats."""
+    if requested not in RUNTIMES:
+        raise MLBackendError(f"YOLO_RUNTIME={requested!r} is not one of {', '.join(RUNTIMES)}")
     if not path.endswith(".pt"):
         return "native"
-    requested = requested or requested_runtime()
     if requested == "auto":
         return FASTEST if device == "cpu" else "torch"
     if requested in EXPORTS and not engine_available(requested):
@@ -97,13 +82,13 @@ def choose_runtime(path: str, device: str, requested: Optional[str] = None) -> s
     return requested
 
 
-def half_precision(device: str) -> bool:
-    """`YOLO_HALF=true`: FP16 inference, on CUDA only (a CPU has no fast FP16 path in PyTorch)."""
-    return device.startswith("cuda") and env_bool("YOLO_HALF", False)
+def half_precision(device: str, wanted: bool) -> bool:
+    """FP16 inference when `wanted` (`YOLO_HALF`), on CUDA only (a CPU has no fast FP16 path in PyTorch)."""
+    return wanted and device.startswith("cuda")
 
 
-def exports_dir() -> str:
-    return os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "exports")
+def exports_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, "exports")
 
 
 @contextmanager
@@ -137,26 +122,27 @@ def package_version(module: str) -> str:
     return importlib.metadata.version(distributions[0])
 
 
-def export_path(weights: str, runtime: str) -> str:
-    """`<key>-<content digest>-ultralytics<version>-<converter><version><suffix>` in the exports."""
+def export_path(weights: str, runtime: str, directory: str) -> str:
+    """`<key>-<content digest>-ultralytics<version>-<converter><version><suffix>` in `directory`
+    (the exports)."""
     import ultralytics
 
     converter = EXPORTS[runtime]["converter"]
     name = (f"{export_key(weights)}-{content_digest(weights)}-ultralytics{ultralytics.__version__}"
             f"-{converter}{package_version(converter)}{EXPORTS[runtime]['suffix']}")
-    return os.path.join(exports_dir(), name)
+    return os.path.join(directory, name)
 
 
-def export(weights: str, runtime: str) -> str:
-    """Path of the `runtime` export of `weights` (a file, or OpenVINO's folder), exporting it first
-    when the cache has none. One process at a time exports a given weights file; the others wait
-    and take its export."""
-    target = export_path(weights, runtime)
+def export(weights: str, runtime: str, directory: str) -> str:
+    """Path of the `runtime` export of `weights` (a file, or OpenVINO's folder) in `directory`
+    (the exports), exporting it first when it has none. One process at a time exports a given
+    weights file; the others wait and take its export."""
+    target = export_path(weights, runtime, directory)
     if os.path.exists(target):
         return target
     key = export_key(weights)
-    os.makedirs(exports_dir(), exist_ok=True)
-    with exclusive(os.path.join(exports_dir(), key)):
+    os.makedirs(directory, exist_ok=True)
+    with exclusive(os.path.join(directory, key)):
         if not os.path.exists(target):  # not exported by another worker while this one waited
             _export(weights, runtime, key, target)
             remove_stale(key, keep=target, suffix=EXPORTS[runtime]["suffix"])
@@ -198,11 +184,10 @@ def remove_stale(key: str, keep: str, suffix: str) -> None:
             discard(path)
 
 
-def remove_exports(weights: str) -> None:
-    """Every export and race record of the weights file at `weights` (a trained version that no
-    longer serves: they would stay on disk for good otherwise). Taken under its export lock, so
-    an export under way elsewhere finishes first."""
-    directory = exports_dir()
+def remove_exports(weights: str, directory: str) -> None:
+    """Every export and race record in `directory` (the exports) of the weights file at `weights`
+    (a trained version that no longer serves: they would stay on disk for good otherwise). Taken
+    under its export lock, so an export under way elsewhere finishes first."""
     if not os.path.isdir(directory):
         return
     key = export_key(weights)
@@ -225,13 +210,14 @@ def discard(path: str) -> None:
         logger.warning("Cannot remove export %s: %s", path, exc)
 
 
-def exported_model(weights_model, path: str, runtime: str, device: str, thread: Executor):
-    """Ultralytics model on the `runtime` export of the weights at `path` (`weights_model` loaded),
-    its engine started on `thread` (the device's inference thread). Raises when the export fails or
-    does not load; an export that does not load is discarded, so the next load exports anew."""
+def exported_model(weights_model, path: str, runtime: str, device: str, thread: Executor, directory: str):
+    """Ultralytics model on the `runtime` export (cached in `directory`) of the weights at `path`
+    (`weights_model` loaded), its engine started on `thread` (the device's inference thread).
+    Raises when the export fails or does not load; an export that does not load is discarded, so
+    the next load exports anew."""
     from ultralytics import YOLO as UltralyticsYOLO
 
-    target = export(path, runtime)
+    target = export(path, runtime, directory)
     try:
         model = UltralyticsYOLO(target, task=weights_model.task)
         if runtime == "openvino":
@@ -300,7 +286,8 @@ def log_skipped(name: str, runtime: str, exc: Exception) -> None:
     logger.warning("%s: %s skipped: %s: %s", name, ENGINE_NAMES[runtime], type(exc).__name__, exc)
 
 
-def race_engines(weights_model, path: str, device: str, thread: Executor) -> Tuple[Dict[str, float], Dict[str, object]]:
+def race_engines(weights_model, path: str, device: str, thread: Executor,
+                 directory: str) -> Tuple[Dict[str, float], Dict[str, object]]:
     """Seconds per predict of every CPU engine installed that loads the weights, raced on `thread`
     (the device's inference thread, where they will serve), and the engines' loaded models (the
     winner then serves as it is); engines that fail are logged with the reason and left out."""
@@ -312,7 +299,7 @@ def race_engines(weights_model, path: str, device: str, thread: Executor) -> Tup
                         EXPORTS[runtime]["engine"])
             continue
         try:
-            models[runtime] = exported_model(weights_model, path, runtime, device, thread)
+            models[runtime] = exported_model(weights_model, path, runtime, device, thread, directory)
         except Exception as exc:
             log_skipped(name, runtime, exc)
     return thread.submit(race, models, device, model_imgsz(weights_model), name).result(), models
@@ -331,8 +318,8 @@ def race_conditions() -> dict:
     return {"cpu": model_name, "cores": cores, "versions": {p: package_version(p) for p in packages}}
 
 
-def race_path(weights: str) -> str:
-    return os.path.join(exports_dir(), f"{export_key(weights)}-{content_digest(weights)}.race.json")
+def race_path(weights: str, directory: str) -> str:
+    return os.path.join(directory, f"{export_key(weights)}-{content_digest(weights)}.race.json")
 
 
 def remembered_race(path: str) -> Optional[str]:
@@ -346,20 +333,22 @@ def remembered_race(path: str) -> Optional[str]:
     return race.get("fastest") if race.get("conditions") == race_conditions() else None
 
 
-def fastest_runtime(weights_model, path: str, device: str, thread: Executor) -> Tuple[str, Optional[object]]:
+def fastest_runtime(weights_model, path: str, device: str, thread: Executor,
+                    directory: str) -> Tuple[str, Optional[object]]:
     """The engine that answers fastest for the weights at `path` on this CPU: remembered from an
-    earlier race, or raced now (once among threads and processes); PyTorch if all others fail.
-    With it, the winner's model when this call raced it (loaded already), else None."""
-    record = race_path(path)
+    earlier race (beside the exports in `directory`), or raced now (once among threads and
+    processes); PyTorch if all others fail. With it, the winner's model when this call raced it
+    (loaded already), else None."""
+    record = race_path(path, directory)
     fastest = remembered_race(record)
     if fastest:
         return fastest, None
-    os.makedirs(exports_dir(), exist_ok=True)
+    os.makedirs(directory, exist_ok=True)
     raced: Dict[str, object] = {}
-    with exclusive(os.path.join(exports_dir(), export_key(path) + "-race")):
+    with exclusive(os.path.join(directory, export_key(path) + "-race")):
         fastest = remembered_race(record)
         if not fastest:
-            timings, raced = race_engines(weights_model, path, device, thread)
+            timings, raced = race_engines(weights_model, path, device, thread, directory)
             fastest = min(timings, key=timings.get) if timings else "torch"
             race = {"fastest": fastest, "ms_per_predict": {r: round(s * 1000, 2) for r, s in timings.items()},
                     "imgsz": model_imgsz(weights_model), "conditions": race_conditions()}

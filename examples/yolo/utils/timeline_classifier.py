@@ -125,15 +125,18 @@ def classifier_file_name(project: str, model_path: str, control: str) -> str:
 FEATURE_FORMAT = 1
 
 
-def feature_cache_dir() -> str:
-    return os.getenv("FEATURE_CACHE_DIR") or os.path.join(os.getenv("MODEL_DIR", "."), "feature-cache")
+def feature_cache_dir(configured: str, model_dir: str) -> str:
+    """`configured` (`FEATURE_CACHE_DIR`), else `<model_dir>/feature-cache`."""
+    return os.path.abspath(configured) if configured else os.path.join(model_dir, "feature-cache")
 
 
-def feature_cache_path(video_digest: str, model_digest: str, video_name: str = "", model_name: str = "") -> str:
-    """Cache file of one (video content, model weights) pair; the readable prefix is for humans only."""
+def feature_cache_path(directory: str, video_digest: str, model_digest: str, video_name: str = "",
+                       model_name: str = "") -> str:
+    """Cache file in `directory` of one (video content, model weights) pair; the readable prefix is
+    for humans only."""
     key = hashlib.blake2b(f"{FEATURE_FORMAT}:{video_digest}:{model_digest}".encode(), digest_size=16).hexdigest()
     prefix = "-".join(safe_name(os.path.splitext(n)[0], 40) for n in (video_name, model_name) if n)
-    return os.path.join(feature_cache_dir(), f"{prefix}-{key}.npy" if prefix else f"{key}.npy")
+    return os.path.join(directory, f"{prefix}-{key}.npy" if prefix else f"{key}.npy")
 
 
 def load_cached_features(path: str) -> Optional[np.ndarray]:

@@ -60,10 +60,10 @@ def load_tracker_yaml(path: str) -> dict:
     return data
 
 
-def user_tracker_path(name: str, root: Optional[str] = None) -> Optional[str]:
-    """`<name>.yaml` (or `.yml`) in MODEL_ROOT, if present."""
+def user_tracker_path(name: str, root: str) -> Optional[str]:
+    """`<name>.yaml` (or `.yml`) in `root` (MODEL_ROOT), if present."""
     for suffix in YAML_SUFFIXES:
-        path = resolve_in_root(name + suffix, "model_tracker", root)
+        path = resolve_in_root(name + suffix, root, "model_tracker")
         if os.path.isfile(path):
             return path
     return None
@@ -88,8 +88,9 @@ def typed_value(key: str, raw, default):
         raise LabelConfigError(f"{key}={raw!r}: expected {type(default).__name__} like the default {default!r} ({exc})")
 
 
-def tracker_config(name: str, attrs: Dict[str, str], root: Optional[str] = None) -> dict:
-    """The full config of tracker `name` (see the module docstring for the layers).
+def tracker_config(name: str, attrs: Dict[str, str], root: str) -> dict:
+    """The full config of tracker `name` (see the module docstring for the layers); `root` is
+    MODEL_ROOT.
 
     `attrs` are the control tag's attributes; those prefixed `<name>_` or `<tracker_type>_` are
     overrides, and an unknown parameter after such a prefix is a config error listing the valid ones.
@@ -129,7 +130,7 @@ def tracker_config(name: str, attrs: Dict[str, str], root: Optional[str] = None)
         if model == "auto":
             raise LabelConfigError(f"{name}: with_reid needs model=<ReID weights in MODEL_ROOT>; the 'auto' detector "
                                    "features exist only inside Ultralytics' own track mode")
-        config["model"] = resolve_in_root(model, f"{name} ReID model", root)
+        config["model"] = resolve_in_root(model, root, f"{name} ReID model")
     return config
 
 

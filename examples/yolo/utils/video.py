@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 
 from label_studio_ml.exceptions import MLBackendError
-from label_studio_ml.parsing import env_int
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +26,6 @@ class UnreadableVideo(MLBackendError):
     """The task's file is not a video OpenCV can decode: fails that task only."""
 
     status_code = 422
-
-
-def progress_every() -> int:
-    """Log progress at INFO every this many frames (`VIDEO_PROGRESS_FRAMES`, default 500)."""
-    return max(1, env_int("VIDEO_PROGRESS_FRAMES", 500))
 
 
 class VideoFrames:
@@ -75,8 +69,9 @@ class VideoFrames:
     def duration(self) -> float:
         return self.frames_count / self.fps
 
-    def batches(self, size: int, what: str = "video") -> Iterator[Tuple[int, List[np.ndarray]]]:
-        log_every = progress_every()
+    def batches(self, size: int, log_every: int, what: str = "video") -> Iterator[Tuple[int, List[np.ndarray]]]:
+        """Batches of `size` frames; progress logged at INFO every `log_every` frames
+        (`VIDEO_PROGRESS_FRAMES`), naming the video after `what`."""
         next_log = log_every
         batch: List[np.ndarray] = []
         while True:

@@ -2,29 +2,14 @@
 leave that directory; official Ultralytics weights may be downloaded there on first use."""
 
 import os
-from typing import List, Optional
+from typing import List
 
 from label_studio_ml.exceptions import LabelConfigError
 
-# Read by Ultralytics when it is first imported: a server must never pip-install packages at run
-# time (Ultralytics would, e.g. for HEIF images), and its settings file belongs with our state.
-os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-os.environ.setdefault("MODEL_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "server"))  # runtime state out of the source tree (git-ignored; docker compose mounts it)
-os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "ultralytics"))
-# A training imports matplotlib (Ultralytics' font check), which writes its font cache under
-# ~/.cache/matplotlib otherwise.
-os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.path.abspath(os.getenv("MODEL_DIR", ".")), "matplotlib"))
-
-DEFAULT_MODEL_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 WEIGHT_SUFFIXES = (".pt", ".onnx", ".torchscript", ".engine", ".mlpackage", ".tflite")
 
 
-def model_root() -> str:
-    return os.path.abspath(os.getenv("MODEL_ROOT") or DEFAULT_MODEL_ROOT)
-
-
-def available_models(root: Optional[str] = None) -> List[str]:
-    root = root or model_root()
+def available_models(root: str) -> List[str]:
     if not os.path.isdir(root):
         return []
     return sorted(name for name in os.listdir(root) if name.endswith(WEIGHT_SUFFIXES))
@@ -37,12 +22,12 @@ def is_downloadable(name: str) -> bool:
     return name in GITHUB_ASSETS_NAMES
 
 
-def resolve_in_root(name: str, what: str = "model_path", root: Optional[str] = None) -> str:
-    """Absolute path of `name` inside `root` (default MODEL_ROOT); 400 for anything escaping it.
+def resolve_in_root(name: str, root: str, what: str = "model_path") -> str:
+    """Absolute path of `name` inside `root` (MODEL_ROOT); 400 for anything escaping it.
 
     The check is on the name, not on where a file resolves: symlinks an administrator placed in
     MODEL_ROOT (a mounted volume, shared weights) are trusted."""
-    root = os.path.abspath(root or model_root())
+    root = os.path.abspath(root)
     if not isinstance(name, str) or not name.strip():
         raise LabelConfigError(f"{what} is empty")
     if os.path.isabs(name) or name.startswith("~") or ".." in name.replace("\\", "/").split("/"):
@@ -53,9 +38,9 @@ def resolve_in_root(name: str, what: str = "model_path", root: Optional[str] = N
     return path
 
 
-def available_models_text() -> str:
+def available_models_text(root: str) -> str:
     """"available: a.pt, b.onnx" (or "none"), for messages about a model_path that cannot be served."""
-    return "available: " + (", ".join(available_models()) or "none")
+    return "available: " + (", ".join(available_models(root)) or "none")
 
 
 def is_sam_weights(path: str) -> bool:
@@ -67,14 +52,16 @@ def is_sam_weights(path: str) -> bool:
     return name.endswith(tuple(sam_model_map)) or "sam3" in os.path.splitext(name)[0]
 
 
-def resolve_model_path(name: str) -> str:
-    """Path of weights `name` under MODEL_ROOT: an existing weights file, or official weights that
-    will be downloaded there on first use. Anything else (a missing file, a file that is no weights
-    such as an OpenVINO .xml/.bin or a tracker YAML) is a 400 listing the weights that are there."""
-    path = resolve_in_root(name)
+def resolve_model_path(name: str, root: str) -> str:
+    """Path of weights `name` under `root` (MODEL_ROOT): an existing weights file, or official
+    weights that will be downloaded there on first use. Anything else (a missing file, a file that
+    is no weights such as an OpenVINO .xml/.bin or a tracker YAML) is a 400 listing the weights
+    that are there."""
+    path = resolve_in_root(name, root)
     if not name.endswith(WEIGHT_SUFFIXES):
         raise LabelConfigError(f"model_path={name!r} is not a weights file (one of {', '.join(WEIGHT_SUFFIXES)}); "
-                               f"{available_models_text()}")
+                               f"{available_models_text(root)}")
     if os.path.isfile(path) or is_downloadable(os.path.basename(name)):
         return path
-    raise LabelConfigError(f"Model file {name!r} not found in MODEL_ROOT ({model_root()}); {available_models_text()}")
+    raise LabelConfigError(f"Model file {name!r} not found in MODEL_ROOT ({os.path.abspath(root)}); "
+                           f"{available_models_text(root)}")

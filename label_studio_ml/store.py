@@ -1,6 +1,6 @@
 """Per-project key/value store behind `LabelStudioMLBase.get/set/has`.
 
-Two backends, picked by `CACHE_TYPE`:
+Two backends, picked by the settings' `cache_type` (`CACHE_TYPE`):
 - `sqlite` (default): one file, `MODEL_DIR/cache.db`, in WAL mode with a long busy timeout and
   one connection per thread and process, so gunicorn threads and workers never see
   "database is locked" or lose a write.
@@ -16,6 +16,8 @@ import sqlite3
 import threading
 import time
 from typing import Dict, Optional
+
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -159,26 +161,19 @@ _stores: Dict[tuple, KeyValueStore] = {}
 _stores_lock = threading.Lock()
 
 
-def store_settings() -> tuple:
-    """The store the environment asks for: `(kind, location)`."""
-    kind = os.getenv("CACHE_TYPE", "sqlite").strip().lower()
-    if kind == "redis":
-        return kind, os.getenv("REDIS_URL", "redis://localhost:6379/0")
-    if kind != "sqlite":
-        raise ValueError(f"CACHE_TYPE must be 'sqlite' or 'redis', not {kind!r}")
-    return kind, os.path.join(os.getenv("MODEL_DIR", "."), "cache.db")
-
-
-def get_store() -> KeyValueStore:
-    """The process-wide store for the current settings (created once, reused)."""
-    settings = store_settings()
-    store = _stores.get(settings)
+def open_store(settings: Settings) -> KeyValueStore:
+    """The process-wide store `settings` name (one per kind and location, created once, reused)."""
+    if settings.cache_type == "redis":
+        key = ("redis", settings.redis_url)
+    else:
+        key = ("sqlite", os.path.join(settings.model_dir, "cache.db"))
+    store = _stores.get(key)
     if store is None:
         with _stores_lock:
-            store = _stores.get(settings)
+            store = _stores.get(key)
             if store is None:
-                kind, location = settings
+                kind, location = key
                 store = RedisStore(location) if kind == "redis" else SQLiteStore(location)
                 logger.info("Per-project store: %s", store.describe())
-                _stores[settings] = store
+                _stores[key] = store
     return store
