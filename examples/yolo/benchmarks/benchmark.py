@@ -4,10 +4,11 @@
 
 Raw figures: Ultralytics `predict` in-process on each engine the server can choose on this device
 (PyTorch; on a CPU also ONNX Runtime and OpenVINO on the exports the server loads), one image per
-call and in batches of 8 same-size images. Then our `/predict` over HTTP (gunicorn as start.sh
-runs it, `YOLO_RUNTIME` as given, by default `auto`): sequential one task per request; requests
-of 8 tasks; 4 concurrent clients. Each mode is warmed up once, then timed `--rounds` times
-(median). Ours are printed as ratios against the fastest raw engine, with the targets: sequential
+call and in batches of 8 same-size images. Ours: `/predict` over HTTP (gunicorn as start.sh runs
+it, `YOLO_RUNTIME` as given, by default `auto`): sequential one task per request; requests of 8
+tasks; 4 concurrent clients. Each mode is warmed up once, then all of them, raw and ours, take
+turns for `--rounds` rounds (median per mode): on a shared machine whose speed drifts, the ratios
+compare figures taken side by side. Ours are printed as ratios against the fastest raw engine, with the targets: sequential
 <= 1.10x its time per image, 8 tasks per request <= 1.00x, 4 clients >= 0.95x its capacity
 (images per second). Last, the server's resident memory idle and after a first predict, with
 each engine and with the `YOLO_RUNTIME` given (for `auto`: its race is remembered from the timed
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
@@ -58,16 +60,20 @@ def benchmark_images(directory: str, count: int) -> list:
     return paths
 
 
-def per_image(run, images: int, rounds: int) -> float:
-    """Median seconds per image of `run()` over `rounds`, after one untimed warm-up round (new batch
-    sizes and shapes make engines build new kernels the first time)."""
-    run()
-    timings = []
-    for _ in range(rounds):
-        started = time.perf_counter()
+def interleaved_per_image(runs: Dict[str, Callable[[], None]], images: int, rounds: int) -> Dict[str, float]:
+    """Median seconds per image of each of `runs` (each handles `images` images), after one untimed
+    warm-up each (new batch sizes and shapes make engines build new kernels the first time). The
+    runs take turns round after round, so that a machine growing slower or faster meanwhile (a
+    shared VM does) weighs on the raw figures and ours alike."""
+    for run in runs.values():
         run()
-        timings.append((time.perf_counter() - started) / images)
-    return statistics.median(timings)
+    timings: Dict[str, list] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            timings[name].append((time.perf_counter() - started) / images)
+    return {name: statistics.median(values) for name, values in timings.items()}
 
 
 def engines(device: str) -> list:
@@ -75,31 +81,41 @@ def engines(device: str) -> list:
     return ["torch"] + ([r for r in EXPORTS if engine_available(r)] if device == "cpu" else [])
 
 
-def raw_seconds_per_image(weights: str, runtime: str, paths: list, device: str, rounds: int, model_dir: str) -> tuple:
+def raw_runs(weights: str, runtime: str, paths: list, device: str, model_dir: str) -> Dict[str, Callable[[], None]]:
     """Plain Ultralytics on one engine (the model as the server loads it, exported under
-    `model_dir` as the server's are), one image per call; and the same model on batches of up to 8
+    `model_dir` as the server's are): one image per call; and the same model on batches of up to 8
     images of one size (the bus and the zidane copies apart), which shows what batching alone gains
     on this device."""
     model = LoadedModel(weights, device, runtime, exports_dir(model_dir)).model
-    one_by_one = per_image(lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths],
-                           len(paths), rounds)
     same_size = [group[i:i + 8] for group in (paths[0::2], paths[1::2]) for i in range(0, len(group), 8)]
-    batched = per_image(lambda: [model.predict(batch, conf=0.5, device=device, verbose=False) for batch in same_size],
-                        len(paths), rounds)
-    return one_by_one, batched
+    return {
+        f"raw {runtime}": lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths],
+        f"raw {runtime} batched": lambda: [model.predict(batch, conf=0.5, device=device, verbose=False)
+                                           for batch in same_size],
+    }
 
 
-def served_seconds_per_image(base: str, tasks: list, config: str, clients: int, rounds: int) -> dict:
-    """Seconds per image of `/predict`: sequential one task per request, 8 tasks per request,
-    `clients` concurrent clients of one task per request. Every client keeps its connection open
-    between requests (a `requests.Session`), so the figures are the server's, not TCP set-up's
-    (Label Studio builds a new ML API client, so a new connection, for most of its calls)."""
+def seconds_in_app(base: str, session) -> Tuple[int, float]:
+    """(requests, seconds) `/predict` has spent inside the app so far, from Flask receiving each
+    request to its answer being ready (the server's `/metrics`)."""
+    figures = session.get(base + "/metrics", timeout=10).json()["endpoints"].get("/predict")
+    return (figures["requests"], figures["latency_seconds"]["mean"] * figures["requests"]) if figures else (0, 0.0)
 
+
+def served_runs(base: str, tasks: list, config: str, clients: int, in_app: list) -> Dict[str, Callable[[], None]]:
+    """`/predict`: sequential one task per request, 8 tasks per request, `clients` concurrent
+    clients of one task per request. Every client keeps its connection open between requests (a
+    `requests.Session`), so the figures are the server's, not TCP set-up's (Label Studio builds a
+    new ML API client, so a new connection, for most of its calls). Each sequential round appends
+    to `in_app` the seconds per request spent inside the app (the rest is HTTP and the client)."""
     session = requests.Session()
 
     def sequential():
+        before = seconds_in_app(base, session)
         for task in tasks:
             assert predict(base, [task], config, session=session).status_code == 200
+        after = seconds_in_app(base, session)
+        in_app.append((after[1] - before[1]) / (after[0] - before[0]))
 
     def batched():
         for start in range(0, len(tasks), 8):
@@ -114,8 +130,7 @@ def served_seconds_per_image(base: str, tasks: list, config: str, clients: int, 
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(one_client, [tasks[i::clients] for i in range(clients)]))
 
-    return {name: per_image(mode, len(tasks), rounds)
-            for name, mode in (("sequential", sequential), ("8 tasks", batched), ("clients", concurrent))}
+    return {"sequential": sequential, "8 tasks": batched, "clients": concurrent}
 
 
 def served_rss(env: dict, runtime: str, task: dict, config: str) -> tuple:
@@ -158,6 +173,10 @@ def report(weights: str, device: str, images: int, clients: int, served: list, r
                         ("8 tasks", "/predict 8 tasks per request")):
         ratio = ours[mode] / floor
         print(f"{label}: {ours[mode] * 1000:8.1f} ms/image  {ratio:.3f} x  {verdict(mode, ratio)}")
+        if mode == "sequential":
+            print(f"  of which inside the app (Flask receiving the request to the answer ready): "
+                  f"{ours['sequential in app'] * 1000:.1f} ms; HTTP and the client: "
+                  f"{(ours['sequential'] - ours['sequential in app']) * 1000:.1f} ms")
     capacity = floor / ours["clients"]
     print(f"/predict {clients} concurrent clients:           {ours['clients'] * 1000:8.1f} ms/image  "
           f"capacity {capacity:.3f} x  {verdict('clients', capacity)}")
@@ -172,7 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--device", default=os.getenv("DEVICE", "cpu"))
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per mode (median reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, every mode once per round (median reported)")
     parser.add_argument("--runtime", default=os.getenv("YOLO_RUNTIME", "auto"), help="YOLO_RUNTIME of the server")
     args = parser.parse_args(argv)
 
@@ -187,14 +206,20 @@ def main(argv=None) -> int:
 
         model_dir = os.path.join(tmp, "model_dir")  # where the exports are cached, for the servers too
         served_weights = os.path.join(root, os.path.basename(weights))
-        raw = {name: raw_seconds_per_image(served_weights, name, paths, args.device, args.rounds, model_dir)
-               for name in engines(args.device)}
         env = {"MODEL_ROOT": root, "MODEL_DIR": model_dir, "DEVICE": args.device, "YOLO_RUNTIME": args.runtime,
                "PREDICT_CONCURRENCY": str(args.clients)}
         log = os.path.join(tmp, "server.log")
+        names = engines(args.device)
+        in_app: list = []
         with served_backend(env, workers=1, threads=args.clients, log_path=log) as (base, _):
-            ours = served_seconds_per_image(base, tasks, config, args.clients, args.rounds)
+            runs = served_runs(base, tasks, config, args.clients, in_app)
+            for name in names:
+                runs.update(raw_runs(served_weights, name, paths, args.device, model_dir))
+            timed = interleaved_per_image(runs, len(paths), args.rounds)
             served = requests.get(base + "/health", timeout=10).json()["loaded_models"]
+        raw = {name: (timed[f"raw {name}"], timed[f"raw {name} batched"]) for name in names}
+        ours = {mode: timed[mode] for mode in ("sequential", "8 tasks", "clients")}
+        ours["sequential in app"] = statistics.median(in_app[1:])  # the first round is the warm-up
         race = race_figures(model_dir)
         rss = {name: served_rss(env, name, tasks[0], config) for name in dict.fromkeys([*raw, args.runtime])}
 
