@@ -252,15 +252,12 @@ def queue_figures(settings: Settings) -> dict:
     }
 
 
-# ----- run on the worker (or, submitted without BACKGROUND_JOBS, on a thread of the server) ---------
+# ----- run on an RQ worker --------------------------------------------------------------------------
 
 def _new_model(model_ref: str, project_id: str, label_config: Optional[str]):
-    """A new instance of the model class for the project, with the settings of the server that
-    submitted the work when it runs on a thread of that server, else (on an RQ worker) with the
-    class's `default_settings()`."""
-    current = _thread_job.get()
-    return load_model_class(model_ref)(project_id=project_id, label_config=label_config,
-                                       settings=current[0] if current else None)
+    """A new instance of the model class for the project, with the class's `default_settings()`
+    (the worker's environment)."""
+    return load_model_class(model_ref)(project_id=project_id, label_config=label_config)
 
 
 def run_prediction_job(model_ref: str, project_id: str, label_config: Optional[str], tasks: List[dict],

@@ -6,7 +6,7 @@ instance (`LabelStudioMLBase.settings`). Code outside a server (an RQ worker, a 
 a test) builds its own with `Settings.from_env()` or `Settings(...)`; `default_settings()` is the
 one process-wide reading for code that is given none.
 
-Every field is named after its environment variable, lower-cased (aliases in `_ALIASES`); `debug`
+Every field is named after its environment variable, lower-cased (other names in `_NAMES`); `debug`
 comes from the command line only.
 """
 
@@ -88,28 +88,32 @@ class Settings:
         return replace(self, **changes)
 
 
-# Other names users of the original know the same settings by (the first set one wins).
-_ALIASES = {
-    "label_studio_url": ("LABEL_STUDIO_HOST",),
-    "label_studio_api_key": ("LABEL_STUDIO_ACCESS_TOKEN",),
-    "basic_auth_user": ("ML_SERVER_BASIC_AUTH_USER",),
-    "basic_auth_pass": ("ML_SERVER_BASIC_AUTH_PASS",),
+# The variables a field is read from, first set one winning, where they are not just its name
+# upper-cased: names users of the original know the same settings by.
+_NAMES = {
+    "label_studio_url": ("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
+    "label_studio_api_key": ("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+    "basic_auth_user": ("ML_SERVER_BASIC_AUTH_USER", "BASIC_AUTH_USER"),
+    "basic_auth_pass": ("ML_SERVER_BASIC_AUTH_PASS", "BASIC_AUTH_PASS"),
 }
 
 
-def read_fields(settings_class, environ: Mapping[str, str], aliases: Optional[Mapping[str, tuple]] = None) -> dict:
+def read_fields(settings_class, environ: Mapping[str, str], names: Optional[Mapping[str, tuple]] = None) -> dict:
     """`{field: parsed value}` for the fields of the dataclass `settings_class` whose environment
-    variable (the field name upper-cased, then its aliases) is set and not empty."""
-    aliases = _ALIASES if aliases is None else aliases
+    variable (the field name upper-cased, or the ones `names` lists for it) is set. An empty value
+    keeps the field's default, except for a boolean, where it means false (`X=` turns X off, as
+    it always did)."""
+    names = _NAMES if names is None else names
     values = {}
     for item in fields(settings_class):
         if not item.metadata.get("from_env", True):
             continue
-        names = (item.name.upper(),) + tuple(aliases.get(item.name, ()))
-        raw = next((environ[name] for name in names if environ.get(name) not in (None, "")), None)
+        default = getattr(settings_class, item.name, None)
+        variables = names.get(item.name, (item.name.upper(),))
+        set_values = [environ[name] for name in variables if environ.get(name) is not None]
+        raw = next((value for value in set_values if value != ""), "" if set_values and isinstance(default, bool) else None)
         if raw is None:
             continue
-        default = getattr(settings_class, item.name, None)
         try:
             if isinstance(default, bool):
                 values[item.name] = parse_bool(raw)
@@ -122,7 +126,7 @@ def read_fields(settings_class, environ: Mapping[str, str], aliases: Optional[Ma
             else:
                 values[item.name] = raw
         except ValueError:
-            raise ValueError(f"{names[0]}={raw!r} is not a valid {type(default).__name__}") from None
+            raise ValueError(f"{variables[0]}={raw!r} is not a valid {type(default).__name__}") from None
     return values
 
 

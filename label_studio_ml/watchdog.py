@@ -36,7 +36,8 @@ class Watchdog:
         self._order = itertools.count()  # ties never compare two Deadline objects
         self._start_afresh()
         # a forked child (a gunicorn worker) has no watchdog thread, and maybe a lock held at the fork
-        os.register_at_fork(after_in_child=self._start_afresh)
+        if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+            os.register_at_fork(after_in_child=self._start_afresh)
 
     def _start_afresh(self) -> None:
         self._condition = threading.Condition()

@@ -18,8 +18,15 @@ def test_variables_are_read_by_field_name_then_aliases():
     assert (settings.label_studio_url, settings.label_studio_api_key) == ("http://ls:8080", "token")
     assert (settings.basic_auth_user, settings.basic_auth_pass) == ("user", "pass")
     assert (settings.predict_concurrency, settings.request_body_timeout, settings.background_jobs) == (2, 1.5, True)
-    both = Settings.from_env({"LABEL_STUDIO_URL": "http://first", "LABEL_STUDIO_HOST": "http://alias"})
+    both = Settings.from_env({"LABEL_STUDIO_URL": "http://first", "LABEL_STUDIO_HOST": "http://alias",
+                              "ML_SERVER_BASIC_AUTH_USER": "ml-server", "BASIC_AUTH_USER": "plain"})
     assert both.label_studio_url == "http://first"
+    assert both.basic_auth_user == "ml-server"  # as `label-studio-ml start` reads them
+
+
+def test_an_empty_boolean_variable_turns_it_off():
+    assert Settings.from_env({"LABEL_STUDIO_CHECK": ""}).label_studio_check is False  # default True
+    assert Settings.from_env({}).label_studio_check is True
 
 
 def test_empty_variables_keep_the_defaults_and_overrides_win():

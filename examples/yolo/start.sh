@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Serve the YOLO backend with gunicorn: PORT (9090), WORKERS (1), THREADS, LOG_LEVEL (INFO).
-# label_studio_ml/gunicorn_config.py: enough threads that waiting and running predictions leave 2
-# free for /health and /setup; gunicorn's own error answers are JSON.
+# Serve the YOLO backend with gunicorn, LOG_LEVEL (INFO) its log level. HOST (0.0.0.0), PORT (9090),
+# WORKERS (1) and THREADS are read by label_studio_ml/gunicorn_config.py, which also gives enough
+# threads that waiting and running predictions leave 2 free for /health and /setup; gunicorn's own
+# error answers are JSON.
 # Models load lazily on the first /predict that needs them, so this starts in seconds, offline too.
 # Runtime state (cache.db, media cache, ONNX exports, Ultralytics settings) goes to MODEL_DIR,
 # by default examples/yolo/data/server (git-ignored).
@@ -23,8 +24,6 @@ fi
 # Threads (THREADS, at least PREDICT_CONCURRENCY + PREDICT_QUEUE_SIZE + 2) come from the config.
 exec gunicorn \
     --config python:label_studio_ml.gunicorn_config \
-    --bind ":${PORT:-9090}" \
-    --workers "${WORKERS:-1}" \
     --timeout 0 \
     --no-control-socket \
     --log-level "$(echo "${LOG_LEVEL:-info}" | tr '[:upper:]' '[:lower:]')" \

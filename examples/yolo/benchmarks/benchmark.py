@@ -33,9 +33,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import requests  # noqa: E402
+from label_studio_ml.settings import Settings  # noqa: E402
 from load import predict, process_tree_rss, served_backend  # noqa: E402
 from utils.inference import LoadedModel  # noqa: E402
 from utils.runtimes import ENGINE_NAMES, EXPORTS, engine_available, exports_dir  # noqa: E402
+from utils.ultralytics_env import prepare_ultralytics  # noqa: E402
 from yolo_helpers import fetch_pose_model  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
@@ -197,6 +199,8 @@ def main(argv=None) -> int:
 
     weights = os.path.abspath(args.weights or fetch_pose_model())
     with tempfile.TemporaryDirectory() as tmp:
+        model_dir = os.path.join(tmp, "model_dir")  # where the exports are cached, for the servers too
+        prepare_ultralytics(Settings(model_dir=model_dir))  # before this process imports Ultralytics
         root = os.path.join(tmp, "models")
         os.makedirs(root)
         os.symlink(weights, os.path.join(root, os.path.basename(weights)))
@@ -204,7 +208,6 @@ def main(argv=None) -> int:
         config = CONFIG.format(weights=os.path.basename(weights), labels=PERSON)
         tasks = [{"id": i, "data": {"image": p}} for i, p in enumerate(paths)]
 
-        model_dir = os.path.join(tmp, "model_dir")  # where the exports are cached, for the servers too
         served_weights = os.path.join(root, os.path.basename(weights))
         env = {"MODEL_ROOT": root, "MODEL_DIR": model_dir, "DEVICE": args.device, "YOLO_RUNTIME": args.runtime,
                "PREDICT_CONCURRENCY": str(args.clients)}

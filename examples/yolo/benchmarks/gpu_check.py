@@ -79,7 +79,7 @@ def check_answers(model_root: str, device: str, exports: str) -> bool:
 
 def check_speed(weights: str, device: str, work: str) -> None:
     """`/predict` on CUDA per image: sequential, 8 tasks per request, 4 clients; FP32 and FP16."""
-    from benchmark import CONFIG, benchmark_images, served_seconds_per_image
+    from benchmark import CONFIG, benchmark_images, interleaved_per_image, served_runs
     from load import served_backend
     from ultralytics import YOLO
 
@@ -94,7 +94,8 @@ def check_speed(weights: str, device: str, work: str) -> None:
                "YOLO_RUNTIME": "auto", "YOLO_HALF": half, "PREDICT_CONCURRENCY": "4"}
         with served_backend(env, workers=1, threads=4, log_path=os.path.join(work, f"server-half-{half}.log")) as (
                 base, _):
-            ms = {mode: s * 1000 for mode, s in served_seconds_per_image(base, tasks, config, 4, 3).items()}
+            runs = served_runs(base, tasks, config, 4, in_app=[])
+            ms = {mode: s * 1000 for mode, s in interleaved_per_image(runs, len(tasks), 3).items()}
         print(f"{os.path.basename(weights)} /predict on CUDA, YOLO_HALF={half}: one task per request "
               f"{ms['sequential']:.1f} ms/image, 8 tasks per request {ms['8 tasks']:.1f} ms/image "
               f"(speed-up {ms['sequential'] / ms['8 tasks']:.2f} x), 4 clients {ms['clients']:.1f} ms/image")
@@ -126,7 +127,11 @@ def main(argv=None) -> int:
     cached_pose = os.path.join(CACHE_DIR, POSE_MODEL)
     weights = os.path.abspath(args.weights or (cached_pose if os.path.isfile(cached_pose)
                                                else os.path.join(TEST_MODELS_DIR, "shapes-det.pt")))
+    from label_studio_ml.settings import Settings
+    from utils.ultralytics_env import prepare_ultralytics
+
     with tempfile.TemporaryDirectory() as work:
+        prepare_ultralytics(Settings(model_dir=os.path.join(work, "model_dir")))  # before Ultralytics is imported
         same = check_answers(TEST_MODELS_DIR, device, os.path.join(work, "model_dir", "exports"))
         check_speed(weights, device, work)
         check_training(device, work)

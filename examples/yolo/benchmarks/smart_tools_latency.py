@@ -35,9 +35,11 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 import synthetic  # noqa: E402
+from label_studio_ml.settings import Settings  # noqa: E402
 from load import served_backend  # noqa: E402
 from sam_test_model import sam_test_model  # noqa: E402
 from test_interactive import click  # noqa: E402
+from utils.ultralytics_env import prepare_ultralytics  # noqa: E402
 
 
 def scene(seed: int, size: tuple) -> tuple:
@@ -124,10 +126,11 @@ def main() -> None:
     parser.add_argument("--sam-model", default=None, help="SAM weights (default: a random MobileSAM)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
-    sam_path = args.sam_model or sam_test_model()
 
     work = tempfile.mkdtemp(prefix="interactive-bench-")
     try:
+        prepare_ultralytics(Settings(model_dir=os.path.join(work, "model_dir")))  # before Ultralytics is imported
+        sam_path = args.sam_model or sam_test_model()
         root = os.path.join(work, "models")
         os.makedirs(root)
         for weights in (args.seg_model, sam_path):

@@ -74,7 +74,7 @@ class YoloSettings:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "YoloSettings":
         """Settings from `environ` (default `os.environ`): a variable that is unset or empty keeps
         the field's default; `overrides` (field names) win over both."""
-        return cls(**{**read_fields(cls, os.environ if environ is None else environ, aliases={}), **overrides})
+        return cls(**{**read_fields(cls, os.environ if environ is None else environ, names={}), **overrides})
 
     def replace(self, **changes) -> "YoloSettings":
         return replace(self, **changes)
