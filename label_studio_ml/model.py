@@ -7,6 +7,7 @@ hands every instance its settings; an instance built without (an RQ worker, a sc
 class's `default_settings()`.
 """
 
+import functools
 import json
 import logging
 import re
@@ -18,7 +19,7 @@ from . import media
 from .label_config import build_label_map, get_label_interface, get_parsed_label_config
 from .response import ModelResponse
 from .settings import Settings, default_settings as process_settings
-from .store import KeyValueStore, open_store
+from .store import KeyValueStore, ProjectStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -104,18 +105,20 @@ class LabelStudioMLBase:
         """The store of the settings (`CACHE_TYPE`), shared by every instance of the process."""
         return open_store(self.settings)
 
+    @functools.cached_property
+    def project_store(self) -> ProjectStore:
+        """This project's keys in `store` (looked up once: the settings and the project are fixed)."""
+        return ProjectStore(self.store, self.project_id)
+
     def get(self, key: str) -> Optional[str]:
-        return self.store.get(self.project_id, key)
+        return self.project_store.get(key)
 
     def set(self, key: str, value: str) -> None:
         """Store `value` for this project; a write happens only when the value changes."""
-        store = self.store
-        text = value if isinstance(value, str) else json.dumps(value)
-        if store.get(self.project_id, key) != text:
-            store.set(self.project_id, key, text)
+        self.project_store.set(key, value)
 
     def has(self, key: str) -> bool:
-        return self.store.has(self.project_id, key)
+        return self.project_store.has(key)
 
     # ----- labeling config ---------------------------------------------------------------------
     def use_label_config(self, label_config: str) -> None:

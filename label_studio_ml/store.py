@@ -48,6 +48,26 @@ class KeyValueStore:
         raise NotImplementedError
 
 
+class ProjectStore:
+    """The keys of one project in a `KeyValueStore` (what a model instance keeps for its project)."""
+
+    def __init__(self, store: KeyValueStore, project: str):
+        self.store = store
+        self.project = project
+
+    def get(self, key: str) -> Optional[str]:
+        return self.store.get(self.project, key)
+
+    def set(self, key: str, value) -> None:
+        """Store `value` (text, else JSON); a write happens only when the value changes."""
+        text = _as_text(value)
+        if self.store.get(self.project, key) != text:
+            self.store.set(self.project, key, text)
+
+    def has(self, key: str) -> bool:
+        return self.store.has(self.project, key)
+
+
 class SQLiteStore(KeyValueStore):
     BUSY_TIMEOUT_S = 60
 

@@ -98,9 +98,9 @@ def build_parser(model_name: str, settings: Settings) -> argparse.ArgumentParser
                         help="directory of cache.db and the media cache (MODEL_DIR; default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="instantiate the model class once, report and exit")
     parser.add_argument("--basic-auth-user", default=settings.basic_auth_user,
-                        help="require Basic auth (default: BASIC_AUTH_USER, else ML_SERVER_BASIC_AUTH_USER)")
+                        help="require Basic auth (default: ML_SERVER_BASIC_AUTH_USER, else BASIC_AUTH_USER)")
     parser.add_argument("--basic-auth-pass", default=settings.basic_auth_pass,
-                        help="(default: BASIC_AUTH_PASS, else ML_SERVER_BASIC_AUTH_PASS)")
+                        help="(default: ML_SERVER_BASIC_AUTH_PASS, else BASIC_AUTH_PASS)")
     return parser
 
 

@@ -33,7 +33,6 @@ from training.versions import ServingState, TrainedVersions
 from utils.images import load_image
 from utils.video import VideoFrames
 from utils.inference import registry
-from utils.project_store import ProjectStore
 from utils.prompts import Prompts, read_prompts
 from utils.settings import YoloSettings, default_backend_settings, default_yolo_settings
 from utils.ultralytics_env import prepare_ultralytics
@@ -120,7 +119,7 @@ class YOLO(LabelStudioMLBase):
     def context(self) -> ControlContext:
         """What this instance's control models may use (one request, webhook or job)."""
         return ControlContext(project_id=self.project_id, settings=self.settings, yolo=self.yolo_settings,
-                              store=ProjectStore(self.store, self.project_id), local_path=self.get_local_path)
+                              store=self.project_store, local_path=self.get_local_path)
 
     def control_models(self, strict: bool = True, serving: Optional[ServingState] = None):
         """The control models of this instance's labeling config (`control_models_for`)."""

@@ -7,9 +7,8 @@ import threading
 
 import pytest
 
-from label_studio_ml.store import SQLiteStore
+from label_studio_ml.store import ProjectStore, SQLiteStore
 from training.versions import METRICS_FILE, WEIGHTS_FILE, TrainedVersions, path_component
-from utils.project_store import ProjectStore
 
 BASE = "yolo"
 
