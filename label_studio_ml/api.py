@@ -153,7 +153,7 @@ class MLServer:
                                  "(Label Studio does when a model is connected) or send 'label_config' with /predict")
             version = str(model.model_version)
             valid = [task for task, problem in zip(tasks, problems) if not problem]
-            queued = self._enqueue_long_tasks(model, valid, params, version) if jobs.enabled(self.settings) else {}
+            queued = self._enqueue_long_tasks(model, valid, params, version) if self.settings.background_jobs else {}
             now = [task for task in valid if id(task) not in queued]
             predictions = self._predict_in_turns(model, now, context, params, version)
 
@@ -239,7 +239,7 @@ class MLServer:
         if label_config is not None and not isinstance(label_config, str):
             raise BadRequest("'label_config' must be the labeling config XML string")
 
-        if event == "START_TRAINING" and jobs.enabled(self.settings) and not self.model_class.TRAINS_IN_BACKGROUND:
+        if event == "START_TRAINING" and self.settings.background_jobs and not self.model_class.TRAINS_IN_BACKGROUND:
             job_id = jobs.enqueue(self.settings, jobs.run_fit_job, jobs.model_reference(self.model_class),
                                   str(project_id_from(project_id)), label_config, event, data,
                                   description=f"train project {project_id}")
@@ -289,7 +289,7 @@ class MLServer:
         )
         if wants_text:
             return Response(to_prometheus(snapshot, gauges), mimetype="text/plain; version=0.0.4")
-        if jobs.enabled(self.settings):
+        if self.settings.background_jobs:
             try:
                 snapshot.update(jobs.queue_figures(self.settings))
             except Exception as exc:  # metrics must answer even when Redis does not

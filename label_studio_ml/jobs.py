@@ -17,6 +17,7 @@ per-project store (shared by gunicorn workers), so `/jobs/<id>` answers the same
 Inside such work, `report_progress` publishes how far it got (RQ job meta, or the record).
 """
 
+import functools
 import hashlib
 import importlib
 import json
@@ -41,10 +42,6 @@ _queues_lock = threading.Lock()
 THREAD_JOBS_PROJECT = "_jobs"
 # The in-process job this code runs in: the settings of the server that submitted it, and its id.
 _thread_job: ContextVar[Optional[Tuple[Settings, str]]] = ContextVar("thread_job", default=None)
-
-
-def enabled(settings: Settings) -> bool:
-    return settings.background_jobs
 
 
 def get_queue(settings: Settings, name: Optional[str] = None):
@@ -106,7 +103,7 @@ def job_status(settings: Settings, job_id: str) -> Optional[dict]:
     """`{"id", "status", "description", ..., "progress", "result" | "error"}` of a job run in this
     deployment (an in-process one, or with `BACKGROUND_JOBS` an RQ one); None if unknown."""
     record = _thread_job_record(settings, job_id)
-    if record is not None or not enabled(settings):
+    if record is not None or not settings.background_jobs:
         return record
     return _rq_job_status(settings, job_id)
 
@@ -148,7 +145,7 @@ def submit(settings: Settings, func: Callable, *args, description: str = "", que
     `queue_name` (default `JOBS_QUEUE`) with `BACKGROUND_JOBS` (a worker imports `func` by name),
     else a daemon thread of this process. `func` may call `report_progress`; its return value is
     the job's result."""
-    if enabled(settings):
+    if settings.background_jobs:
         return enqueue(settings, func, *args, description=description, queue_name=queue_name, retries=retries,
                        timeout=timeout)
     job_id = f"thread-{uuid.uuid4().hex[:20]}"
@@ -289,9 +286,14 @@ def run_fit_job(model_ref: str, project_id: str, label_config: Optional[str], ev
     return _new_model(model_ref, project_id, label_config).fit(event, data)
 
 
+def _call_on_new_instance(model_class: type, project_id: str, label_config: Optional[str], method: str, args: tuple,
+                          **construction) -> Any:
+    return getattr(model_class(project_id=project_id, label_config=label_config, **construction), method)(*args)
+
+
 def run_model_method(model_ref: str, project_id: str, label_config: Optional[str], method: str, *args) -> Any:
     """`<method>(*args)` of a new instance of the model class for the project (see `submit_model_method`)."""
-    return getattr(_new_model(model_ref, project_id, label_config), method)(*args)
+    return _call_on_new_instance(load_model_class(model_ref), project_id, label_config, method, args)
 
 
 def submit_model_method(model, method: str, *args, **options) -> str:
@@ -300,13 +302,9 @@ def submit_model_method(model, method: str, *args, **options) -> str:
     instance). On a thread of this process the new instance is built as the request's was (its
     settings and the server's `model_kwargs`); an RQ worker builds it with the class's defaults.
     `options` as for `submit`."""
-    if enabled(model.settings):
+    if model.settings.background_jobs:
         return submit(model.settings, run_model_method, model_reference(type(model)), model.project_id,
                       model.label_config, method, *args, **options)
-
-    def call_on_new_instance():
-        instance = type(model)(project_id=model.project_id, label_config=model.label_config, settings=model.settings,
-                               **model.kwargs)
-        return getattr(instance, method)(*args)
-
-    return submit(model.settings, call_on_new_instance, **options)
+    call = functools.partial(_call_on_new_instance, type(model), model.project_id, model.label_config, method, args,
+                             settings=model.settings, **model.kwargs)
+    return submit(model.settings, call, **options)

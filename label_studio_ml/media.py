@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 import jwt
@@ -180,11 +180,12 @@ _active_deadline: ContextVar[Optional["_Deadline"]] = ContextVar("media_download
 class _Deadline:
     """A total time limit for one media download: when it passes, the sockets of the download are
     shut down, which ends a read blocked on a server that trickles bytes (the read timeout bounds
-    only each wait, not the sum)."""
+    only each wait, not the sum). The time runs from the download's first request: waiting for
+    another thread's download of the same file is not part of it."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self.expires_at = time.monotonic() + seconds
+        self.expires_at: Optional[float] = None
         self.expired = False
         self._sockets = []
         self._lock = threading.Lock()
@@ -206,6 +207,8 @@ class _Deadline:
     @contextmanager
     def enforced(self):
         """Run the block with this deadline: sockets it opens are tracked, the watchdog expires them."""
+        if self.expires_at is None:
+            self.expires_at = time.monotonic() + self.seconds
         scheduled = WATCHDOG.schedule(max(0.0, self.expires_at - time.monotonic()), self.expire)
         token = _active_deadline.set(self)
         try:
@@ -415,14 +418,32 @@ class _UploadRoutes:
 
 _upload_routes = _UploadRoutes()
 
-# The SDK writes a download straight to its cache path and takes any existing path for a cache hit:
-# a second thread asking for the same file meanwhile would read it half written. Downloads of one
-# file take turns within the process (striped locks: a bounded number, whatever the number of URLs).
-_DOWNLOAD_LOCKS = [threading.Lock() for _ in range(64)]
+class _FileLocks:
+    """The SDK writes a download straight to its cache path and takes any existing path for a cache
+    hit: a second thread asking for the same file meanwhile would read it half written. So the
+    lookups and downloads of one file take turns within the process, while other files go their
+    way; a file's lock lives while a thread holds or waits for it."""
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._locks: Dict[tuple, list] = {}  # key -> [lock, threads holding or waiting for it]
+
+    @contextmanager
+    def held(self, key: tuple):
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._locks[key]
 
 
-def _download_lock(target_dir: str, url: str) -> threading.Lock:
-    return _DOWNLOAD_LOCKS[hash((target_dir, url)) % len(_DOWNLOAD_LOCKS)]
+_file_locks = _FileLocks()
 
 
 def _is_local_path(url: str) -> bool:
@@ -469,7 +490,7 @@ def get_local_path(
 
     def fetch(session, target, force_refresh=False):
         effective = _tokens.access_token(base_url, token, _timeout(settings), force=force_refresh) if pat else token
-        with _download_lock(target_dir, target), ls_io.http_session(session):
+        with _file_locks.held((target_dir, target)), ls_io.http_session(session):
             return ls_io.get_local_path(
                 target, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,

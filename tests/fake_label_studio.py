@@ -22,7 +22,8 @@ def personal_access_token() -> str:
 def make_fake_label_studio():
     app = Flask("fake-label-studio")
     state = {"valid_access": set(), "refreshes": 0, "downloads": 0, "predictions": [], "fail_uploads": 0,
-             "annotations": {}, "tasks": {}, "projects": {}, "reads": 0, "prediction_ids": itertools.count(1)}
+             "annotations": {}, "tasks": {}, "projects": {}, "reads": 0, "prediction_ids": itertools.count(1),
+             "public_requests": []}
     app.config["state"] = state
 
     def authorized():
@@ -157,6 +158,7 @@ def make_fake_label_studio():
 
     @app.get("/public/<name>")
     def public(name):
+        state["public_requests"].append(name)
         if name == "slow.png":
             time.sleep(3)
         if name == "huge.png":

@@ -1,6 +1,7 @@
 """Task media: local paths, Label Studio uploads with legacy and personal tokens, errors, cache bounds."""
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -72,6 +73,22 @@ def test_one_file_asked_for_by_two_threads_is_downloaded_once_and_whole(fake_ls)
         paths = list(pool.map(lambda _: media.get_local_path(settings, "/data/upload/1/slow.png"), range(2)))
     assert [read(p) for p in paths] == [PNG_BYTES, PNG_BYTES]
     assert state["downloads"] == 1
+
+
+def test_a_slow_download_holds_up_only_the_threads_that_want_the_same_file(fake_ls):
+    """Other files are looked up and downloaded meanwhile (a shared lock would make some of
+    these 150 wait for the slow one)."""
+    base, state, settings = fake_ls
+    settings = settings.replace(label_studio_api_key=LEGACY_TOKEN)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(media.get_local_path, settings, base + "/public/slow.png")  # answers after 3 s
+        while not state["public_requests"]:
+            time.sleep(0.01)
+        for number in range(150):
+            assert read(media.get_local_path(settings, f"/data/upload/1/other-{number}.png")) == PNG_BYTES
+        assert not slow.done(), "the other files did not wait for the slow one"
+        assert read(slow.result()) == PNG_BYTES
+    assert media._file_locks._locks == {}, "no lock is kept for files nobody asks for"
 
 
 def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls):

@@ -251,8 +251,10 @@ def engine_of(model) -> str:
 
 @pytest.fixture
 def race_timings(monkeypatch):
-    """The race timed by fixed figures (ms per predict, per engine; `calls` lists the engines timed,
-    turn by turn), so that which engine wins does not depend on this machine's load."""
+    """The race run in this process and timed by fixed figures (ms per predict, per engine; `calls`
+    lists the engines timed, turn by turn), so that which engine wins does not depend on this
+    machine's load."""
+    monkeypatch.setattr(runtimes, "race_in_child", runtimes.race_here)
     ms = {"torch": 9.0, "onnx": 4.0, "openvino": 2.0}
     calls = []
 
@@ -264,22 +266,14 @@ def race_timings(monkeypatch):
     return ms, calls
 
 
-def test_auto_races_the_engines_once_and_serves_the_fastest(exports, model_root, race_timings, caplog, monkeypatch):
+def test_auto_races_the_engines_once_and_serves_the_fastest(exports, model_root, race_timings, caplog):
     ms, calls = race_timings
-    raced = {}
-    load = runtimes.exported_model
-
-    def remembered(weights_model, path, runtime, *args):
-        raced[runtime] = load(weights_model, path, runtime, *args)
-        return raced[runtime]
-
-    monkeypatch.setattr(runtimes, "exported_model", remembered)
     path = os.path.join(model_root, "shapes-det.pt")
     with caplog.at_level(logging.INFO, logger="utils.runtimes"):
         model = LoadedModel(path, "cpu", FASTEST, exports)
     turns = runtimes.RACE_WARMUP_TURNS + runtimes.RACE_TURNS
     assert model.runtime == "openvino" and calls == ["torch", "onnx", "openvino"] * turns  # in turns
-    assert model.model is raced["openvino"], "the winner serves as it was raced, not loaded again"
+    assert engine_of(model.model) == "openvino"
     with open(race_path(path, exports)) as file:
         race = json.load(file)
     assert race["fastest"] == "openvino" and race["ms_per_predict"] == ms and race["imgsz"] == 192
@@ -321,6 +315,38 @@ def test_a_race_run_on_another_machine_is_run_again(exports, model_root, race_ti
         json.dump({"fastest": "torch", "conditions": elsewhere}, file)
     assert LoadedModel(path, "cpu", FASTEST, exports).runtime == "openvino"
     assert set(calls) == {"torch", "onnx", "openvino"}
+
+
+def test_the_race_runs_in_a_process_of_its_own_and_logs_here(exports, model_root, caplog, monkeypatch):
+    """Real engines, really timed: whichever wins here serves, the losers never ran in this process,
+    and the race's lines (its exports, its figures) are in this process's log."""
+    ran_here = []
+    monkeypatch.setattr(runtimes, "timed_predict", lambda model, *args: ran_here.append(model))
+    monkeypatch.setattr(runtimes, "race_here", lambda *args: ran_here.append(args))
+    path = os.path.join(model_root, "shapes-det.pt")
+    with caplog.at_level(logging.INFO, logger="utils.runtimes"):
+        model = LoadedModel(path, "cpu", FASTEST, exports)
+    assert ran_here == [], "nothing of the race ran in this process"
+    with open(race_path(path, exports)) as file:
+        race = json.load(file)
+    assert set(race["ms_per_predict"]) == {"torch", "onnx", "openvino"} and all(race["ms_per_predict"].values())
+    assert model.runtime == race["fastest"] == min(race["ms_per_predict"], key=race["ms_per_predict"].get)
+    assert "Exporting shapes-det.pt for OpenVINO" in caplog.text and "serves it (remembered in" in caplog.text
+    image, objects = synthetic.detection_scene(SEEDS[0])
+    assert len(model.predict([image], BATCH_SIZE)[0].boxes) == len(objects)
+
+
+def test_a_race_that_dies_leaves_pytorch_serving_and_is_run_again_next_time(exports, model_root, caplog, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    def dies(*args):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr(runtimes, "race_in_child", dies)
+    path = os.path.join(model_root, "shapes-det.pt")
+    assert LoadedModel(path, "cpu", FASTEST, exports).runtime == "torch"
+    assert "shapes-det.pt: the race of engines failed (BrokenProcessPool" in caplog.text
+    assert not os.path.exists(race_path(path, exports)), "not remembered: the next load races again"
 
 
 def test_preload_models_loads_them_at_start_up_and_logs_the_ones_it_cannot(model_root, tmp_path):

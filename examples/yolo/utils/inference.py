@@ -106,15 +106,13 @@ class LoadedModel:
     def _for_runtime(self, weights, runtime: str, exports: str) -> tuple:
         """(runtime name, Ultralytics model that runs it): the loaded weights themselves, or an
         export (cached in `exports`); the weights (PyTorch) when the export fails or does not load."""
-        thread = inference_thread(self.device)
         if runtime == FASTEST:
-            runtime, raced = fastest_runtime(weights, self.path, self.device, thread, exports)
-            if raced is not None:  # raced just now: loaded and started already
-                return runtime, raced
+            runtime = fastest_runtime(weights, self.path, exports)
         if runtime not in EXPORTS:
             return runtime, weights
         try:
-            return runtime, exported_model(weights, self.path, runtime, self.device, thread, exports)
+            return runtime, exported_model(weights, self.path, runtime, self.device, inference_thread(self.device),
+                                           exports)
         except Exception as exc:
             logger.warning("%s: no %s model (%s: %s); PyTorch serves it instead", self.name, ENGINE_NAMES[runtime],
                            type(exc).__name__, exc)

@@ -6,9 +6,9 @@ the model. So by default (`YOLO_RUNTIME=auto`) PyTorch weights served on a CPU a
 to each engine's format and the engine that answers fastest on this machine serves them, through
 Ultralytics' own backends: the same pre- and post-processing, outputs equal to PyTorch's up to
 float rounding. The race (a few warm-up predicts per engine on a synthetic image of the model's
-size) runs once per weights file and is remembered beside the exports, with the machine and the
-engine versions it was measured with; a failing engine is skipped, and the figures and reasons are
-logged.
+size) runs once per weights file, in a process of its own, and is remembered beside the exports,
+with the machine and the engine versions it was measured with; a failing engine is skipped, and
+the figures and reasons are logged.
 
 Exports have dynamic batch and image sizes, so rectangular letterboxing and batching work as with
 PyTorch. They are cached under `MODEL_DIR/exports`, named by the weights' path and content and the
@@ -27,6 +27,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import re
@@ -34,9 +35,9 @@ import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -286,23 +287,54 @@ def log_skipped(name: str, runtime: str, exc: Exception) -> None:
     logger.warning("%s: %s skipped: %s: %s", name, ENGINE_NAMES[runtime], type(exc).__name__, exc)
 
 
-def race_engines(weights_model, path: str, device: str, thread: Executor,
-                 directory: str) -> Tuple[Dict[str, float], Dict[str, object]]:
-    """Seconds per predict of every CPU engine installed that loads the weights, raced on `thread`
-    (the device's inference thread, where they will serve), and the engines' loaded models (the
-    winner then serves as it is); engines that fail are logged with the reason and left out."""
+def race_here(path: str, directory: str) -> Dict[str, float]:
+    """Seconds per predict of every CPU engine installed that loads the weights at `path`, raced in
+    this process (exports cached in `directory`); engines that fail are logged with the reason and
+    left out. `race_in_child` runs it in a process of its own."""
+    from ultralytics import YOLO as UltralyticsYOLO
+
     name = os.path.basename(path)
+    weights_model = UltralyticsYOLO(path)
     models = {"torch": weights_model}
-    for runtime in EXPORTS:
-        if not engine_available(runtime):
-            logger.info("%s: %s not measured: %s is not installed", name, ENGINE_NAMES[runtime],
-                        EXPORTS[runtime]["engine"])
-            continue
-        try:
-            models[runtime] = exported_model(weights_model, path, runtime, device, thread, directory)
-        except Exception as exc:
-            log_skipped(name, runtime, exc)
-    return thread.submit(race, models, device, model_imgsz(weights_model), name).result(), models
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        for runtime in EXPORTS:
+            if not engine_available(runtime):
+                logger.info("%s: %s not measured: %s is not installed", name, ENGINE_NAMES[runtime],
+                            EXPORTS[runtime]["engine"])
+                continue
+            try:
+                models[runtime] = exported_model(weights_model, path, runtime, "cpu", thread, directory)
+            except Exception as exc:
+                log_skipped(name, runtime, exc)
+        return thread.submit(race, models, "cpu", model_imgsz(weights_model), name).result()  # where they started
+
+
+def _race_as_child(path: str, directory: str) -> Tuple[Dict[str, float], List[Tuple[int, str]]]:
+    """`race_here` in the race's own process, with the lines it logs meanwhile (level, text),
+    for the parent to log."""
+    lines: List[Tuple[int, str]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append((record.levelno, record.getMessage()))
+
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Collect())
+    logger.propagate = False
+    return race_here(path, directory), lines
+
+
+def race_in_child(path: str, directory: str) -> Dict[str, float]:
+    """`race_here` in a new process, its log lines logged here. The serving process then holds
+    only the engine that won: the others' thread pools, left in it, would take CPU time from
+    every later request (about 3% on two cores), and an engine that crashes takes down only the
+    race."""
+    spawn = multiprocessing.get_context("spawn")  # a fork would copy this process's threads' locks
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+        timings, lines = child.submit(_race_as_child, path, directory).result()
+    for level, line in lines:
+        logger.log(level, "%s", line)
+    return timings
 
 
 def race_conditions() -> dict:
@@ -333,29 +365,33 @@ def remembered_race(path: str) -> Optional[str]:
     return race.get("fastest") if race.get("conditions") == race_conditions() else None
 
 
-def fastest_runtime(weights_model, path: str, device: str, thread: Executor,
-                    directory: str) -> Tuple[str, Optional[object]]:
-    """The engine that answers fastest for the weights at `path` on this CPU: remembered from an
-    earlier race (beside the exports in `directory`), or raced now (once among threads and
-    processes); PyTorch if all others fail. With it, the winner's model when this call raced it
-    (loaded already), else None."""
+def fastest_runtime(weights_model, path: str, directory: str) -> str:
+    """The engine that answers fastest for the weights at `path` (`weights_model` loaded) on this
+    CPU: remembered from an earlier race (beside the exports in `directory`), or raced now (once
+    among threads and processes, in a process of its own); PyTorch if all others fail, or if the
+    race does."""
     record = race_path(path, directory)
     fastest = remembered_race(record)
     if fastest:
-        return fastest, None
+        return fastest
     os.makedirs(directory, exist_ok=True)
-    raced: Dict[str, object] = {}
     with exclusive(os.path.join(directory, export_key(path) + "-race")):
         fastest = remembered_race(record)
-        if not fastest:
-            timings, raced = race_engines(weights_model, path, device, thread, directory)
-            fastest = min(timings, key=timings.get) if timings else "torch"
-            race = {"fastest": fastest, "ms_per_predict": {r: round(s * 1000, 2) for r, s in timings.items()},
-                    "imgsz": model_imgsz(weights_model), "conditions": race_conditions()}
-            atomic_write(record, lambda file: file.write(json.dumps(race, indent=1).encode()))
-            remove_stale(export_key(path), keep=record, suffix=".race.json")
-            logger.info("%s on this CPU, ms per %d-pixel image: %s: %s serves it (remembered in %s)",
-                        os.path.basename(path), race["imgsz"],
-                        ", ".join(f"{ENGINE_NAMES[r]} {ms}" for r, ms in race["ms_per_predict"].items()),
-                        ENGINE_NAMES[fastest], record)
-    return fastest, raced.get(fastest)
+        if fastest:
+            return fastest
+        try:
+            timings = race_in_child(path, directory)
+        except Exception as exc:  # the race's process died (an engine crashed, out of memory): not remembered
+            logger.error("%s: the race of engines failed (%s: %s); PyTorch serves it", os.path.basename(path),
+                         type(exc).__name__, exc)
+            return "torch"
+        fastest = min(timings, key=timings.get) if timings else "torch"
+        race = {"fastest": fastest, "ms_per_predict": {r: round(s * 1000, 2) for r, s in timings.items()},
+                "imgsz": model_imgsz(weights_model), "conditions": race_conditions()}
+        atomic_write(record, lambda file: file.write(json.dumps(race, indent=1).encode()))
+        remove_stale(export_key(path), keep=record, suffix=".race.json")
+        logger.info("%s on this CPU, ms per %d-pixel image: %s: %s serves it (remembered in %s)",
+                    os.path.basename(path), race["imgsz"],
+                    ", ".join(f"{ENGINE_NAMES[r]} {ms}" for r, ms in race["ms_per_predict"].items()),
+                    ENGINE_NAMES[fastest], record)
+    return fastest
