@@ -4,6 +4,9 @@ and `auto` picks the fastest by a race remembered beside the exports."""
 import json
 import logging
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +16,8 @@ import requests
 import synthetic
 from helpers import PYTHON, read_log, serve_in_process, wait_until
 from label_studio_ml.exceptions import MLBackendError
-from utils.inference import InferenceOptions, LoadedModel, registry
+import utils.inference as inference
+from utils.inference import InferenceOptions, LoadedModel, registry, usable_cores
 import utils.runtimes as runtimes
 from utils.runtimes import (FASTEST, choose_runtime, export, export_key, exports_dir, half_precision,
                             quiet_ultralytics, race_conditions, race_path)
@@ -103,6 +107,41 @@ def test_exported_engine_answers_like_pytorch(exports, model_root, runtime, weig
     for torch_result, exported_result in zip(torch_model.predict(batch, BATCH_SIZE),
                                              exported_model.predict(batch, BATCH_SIZE)):
         assert_same_answers(torch_result, exported_result, attribute)
+
+
+def engine_threads(model, runtime: str) -> int:
+    """The threads the engine of an Ultralytics model (on an export, started) was made with; 0: all."""
+    backend = model.predictor.model.backend
+    if runtime == "onnx":
+        return backend.session.get_session_options().intra_op_num_threads
+    return int(backend.ov_compiled_model.get_property("INFERENCE_NUM_THREADS"))
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="lanes need two cores")
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_predictions_that_queue_up_run_in_lanes_that_answer_like_the_wide_engine(exports, model_root, runtime,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(inference, "_devices", {})  # this test's own device threads, with lanes
+    model = LoadedModel(os.path.join(model_root, "shapes-seg.pt"), "cpu", runtime, exports, cpu_lanes=2)
+    batch = scenes(synthetic.segmentation_scene)
+    alone = [model.predict([image], BATCH_SIZE)[0] for image in batch]
+    assert model._lane_models == {}, "predictions one after another run wide"
+
+    busy, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(len(batch) + 1) as pool:
+        pool.submit(model.run, lambda _: (busy.set(), release.wait(30)))  # the wide thread busy
+        busy.wait(30)
+        queued = [pool.submit(model.predict, [image], BATCH_SIZE) for image in batch]
+        time.sleep(0.2)
+        release.set()
+        in_lanes = [future.result()[0] for future in queued]
+    assert sorted(model._lane_models) == [0, 1], "the queue was shared by both lanes"
+    cores = usable_cores()
+    assert all(engine_threads(lane, runtime) == cores // 2 for lane in model._lane_models.values())
+    if runtime == "onnx":
+        assert engine_threads(model.model, runtime) == 0, "the wide engine keeps every core (ONNX Runtime's default)"
+    for reference, result in zip(alone, in_lanes):
+        assert_same_answers(reference, result, "boxes")
 
 
 @pytest.mark.parametrize("runtime, suffix", [("onnx", ".onnx"), ("openvino", "_openvino_model")])

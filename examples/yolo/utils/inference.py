@@ -6,8 +6,9 @@
   export, by measurement (runtimes.py).
 - Inference: Ultralytics predictors keep per-call state and are not thread-safe, and PyTorch on
   a CPU runs best from one thread (each calling thread gets its own OpenMP pool, and idle pools
-  spin against the busy one). So every model call runs on one inference thread per device:
-  request threads hand their batches over and wait.
+  spin against the busy one). So model calls run on a device's inference threads, never on the
+  request threads, which hand their batches over and wait: one wide thread (every core), and on a
+  CPU under load lanes that predict side by side with a share of the cores each (lanes.py).
 
 The registry and the inference threads are process-wide; how a backend runs its weights (its
 `InferenceOptions`: device, runtime, FP16, batch size, where exports go) comes from its settings
@@ -17,12 +18,12 @@ and is passed with each call.
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from label_studio_ml.exceptions import LabelConfigError, ModelUnavailable
 from label_studio_ml.settings import Settings
+from utils.lanes import DeviceLanes
 from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, exports_dir,
                             fastest_runtime, half_precision)
 from utils.settings import YoloSettings
@@ -50,34 +51,48 @@ class InferenceOptions:
     half: bool         # `YOLO_HALF`: FP16 with PyTorch on CUDA
     batch_size: int    # images (or video frames) per model call
     exports_dir: str   # where exports and engine races are cached (`MODEL_DIR/exports`)
+    cpu_lanes: int = 0  # `YOLO_CPU_LANES`: calls predicting side by side on a CPU under load
 
     @classmethod
     def from_settings(cls, yolo: YoloSettings, settings: Settings) -> "InferenceOptions":
         return cls(device=select_device(yolo.device), runtime=yolo.yolo_runtime, half=yolo.yolo_half,
-                   batch_size=yolo.yolo_batch_size, exports_dir=exports_dir(settings.model_dir))
+                   batch_size=yolo.yolo_batch_size, exports_dir=exports_dir(settings.model_dir),
+                   cpu_lanes=yolo.yolo_cpu_lanes)
 
 
-_executors: Dict[str, ThreadPoolExecutor] = {}
-_executors_lock = threading.Lock()
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def inference_thread(device: str) -> ThreadPoolExecutor:
-    """The single thread that runs every model call on `device` (created on first use)."""
-    with _executors_lock:
-        if device not in _executors:
-            _executors[device] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inference-{device}")
-        return _executors[device]
+_devices: Dict[str, DeviceLanes] = {}
+_devices_lock = threading.Lock()
+
+
+def device_threads(device: str, cpu_lanes: int = 0) -> DeviceLanes:
+    """The inference threads of `device`, made on first use: on a CPU with `cpu_lanes` lanes (at
+    most one per core; fewer than two is none). The first caller decides: one server, one setting."""
+    with _devices_lock:
+        if device not in _devices:
+            lanes = min(cpu_lanes, usable_cores()) if device == "cpu" else 0
+            _devices[device] = DeviceLanes(device, lanes if lanes >= 2 else 0)
+        return _devices[device]
 
 
 class LoadedModel:
     """One Ultralytics model on one device, run by PyTorch or by an exported engine (see
-    runtimes.py; exports cached in `exports_dir`); its calls run on the device's inference thread."""
+    runtimes.py; exports cached in `exports_dir`); its calls run on the device's inference threads
+    (`cpu_lanes`: see `device_threads`), an exported engine's predictions on a lane on an engine of
+    that lane's own."""
 
-    def __init__(self, path: str, device: str, runtime: str, exports_dir: str, half: bool = False):
+    def __init__(self, path: str, device: str, runtime: str, exports_dir: str, half: bool = False,
+                 cpu_lanes: int = 0):
         weights = self._load_weights(path)
         self.path = path
         self.name = os.path.basename(path)
         self.device = device
+        self.threads = device_threads(device, cpu_lanes)
+        self.exports_dir = exports_dir
+        self._lane_models: Dict[int, object] = {}  # lane -> engine, each used by its lane's thread only
         self.task = weights.task
         self.names: Dict[int, str] = {} if is_sam_weights(path) else dict(weights.names)  # SAM has no classes
         self.runtime, self.model = self._for_runtime(weights, runtime, exports_dir)
@@ -111,8 +126,7 @@ class LoadedModel:
         if runtime not in EXPORTS:
             return runtime, weights
         try:
-            return runtime, exported_model(weights, self.path, runtime, self.device, inference_thread(self.device),
-                                           exports)
+            return runtime, exported_model(weights, self.path, runtime, self.device, self.threads.wide, exports)
         except Exception as exc:
             logger.warning("%s: no %s model (%s: %s); PyTorch serves it instead", self.name, ENGINE_NAMES[runtime],
                            type(exc).__name__, exc)
@@ -139,12 +153,26 @@ class LoadedModel:
                         results[i] = output
             return results
 
-        return self.run(work)
+        in_lanes = (lambda lane: work(self._lane_model(lane))) if self.runtime in EXPORTS and self.threads.lanes else None
+        return self.threads.run(lambda: work(self.model), in_lanes)
+
+    def _lane_model(self, lane: int):
+        """This model's engine for `lane`, made on the lane's first call (on the lane's thread):
+        another Ultralytics model on the same export, its engine limited to the lane's share of
+        the cores."""
+        if lane not in self._lane_models:
+            threads = max(1, usable_cores() // self.threads.lanes)
+            self._lane_models[lane] = exported_model(self.model, self.path, self.runtime, self.device, None,
+                                                     self.exports_dir, threads=threads)
+            logger.info("%s: lane %d of %s runs its own %s engine with %d thread(s)", self.name, lane, self.device,
+                        ENGINE_NAMES[self.runtime], threads)
+        return self._lane_models[lane]
 
     def run(self, work: Callable):
-        """`work(ultralytics_model)` on the device's inference thread; its result or its exception.
-        `work` must not call `run` itself (one thread: it would wait for itself)."""
-        return inference_thread(self.device).submit(work, self.model).result()
+        """`work(ultralytics_model)` on the device's wide inference thread (never in a lane: the
+        model's own state, a tracker's say, stays with it); its result or its exception. `work`
+        must not call `run` itself (it would wait for itself)."""
+        return self.threads.run(lambda: work(self.model))
 
 
 class ModelRegistry:
@@ -170,7 +198,7 @@ class ModelRegistry:
         with lock:  # only requests for this very model wait for its load
             model = self._models.get(key)
             if model is None:
-                model = LoadedModel(path, device, runtime, options.exports_dir, options.half)
+                model = LoadedModel(path, device, runtime, options.exports_dir, options.half, options.cpu_lanes)
                 self._models[key] = model
         return model
 

@@ -211,11 +211,13 @@ def discard(path: str) -> None:
         logger.warning("Cannot remove export %s: %s", path, exc)
 
 
-def exported_model(weights_model, path: str, runtime: str, device: str, thread: Executor, directory: str):
+def exported_model(weights_model, path: str, runtime: str, device: str, thread: Optional[Executor], directory: str,
+                   threads: int = 0):
     """Ultralytics model on the `runtime` export (cached in `directory`) of the weights at `path`
-    (`weights_model` loaded), its engine started on `thread` (the device's inference thread).
-    Raises when the export fails or does not load; an export that does not load is discarded, so
-    the next load exports anew."""
+    (`weights_model` loaded), its engine started on `thread` (the device's inference thread; None:
+    this one), with `threads` threads (0: the engine's default, every core). Raises when the
+    export fails or does not load; an export that does not load is discarded, so the next load
+    exports anew."""
     from ultralytics import YOLO as UltralyticsYOLO
 
     target = export(path, runtime, directory)
@@ -223,33 +225,55 @@ def exported_model(weights_model, path: str, runtime: str, device: str, thread: 
         model = UltralyticsYOLO(target, task=weights_model.task)
         if runtime == "openvino":
             xml = glob.glob(os.path.join(target, "*.xml"))[0]
-            model.add_callback("on_predict_start", functools.partial(in_float32, xml=xml))
+            model.add_callback("on_predict_start", functools.partial(compile_as_served, xml=xml, threads=threads))
+        elif threads:
+            model.add_callback("on_predict_start", functools.partial(onnx_with_threads, onnx=target, threads=threads))
         # PyTorch weights predict at the image size they were trained at; a dynamic export
         # would otherwise use Ultralytics' default of 640.
         if "imgsz" in weights_model.overrides:
             model.overrides["imgsz"] = weights_model.overrides["imgsz"]
         # Ultralytics starts the engine on the first predict: start it now, so that an export that
         # does not load fails here instead of failing every request.
-        thread.submit(model.predict, np.zeros((32, 32, 3), np.uint8), device=device, verbose=False).result()
+        start = functools.partial(model.predict, np.zeros((32, 32, 3), np.uint8), device=device, verbose=False)
+        if thread is None:
+            start()
+        else:
+            thread.submit(start).result()
     except Exception:
         discard(target)
         raise
     return model
 
 
-def in_float32(predictor, xml: str) -> None:
+def compile_as_served(predictor, xml: str, threads: int = 0) -> None:
     """Ultralytics callback at the start of every predict and track (each predictor Ultralytics
     makes starts its own OpenVINO model): OpenVINO computes in bfloat16 on CPUs that can (AMX,
     AVX512-BF16), faster but with answers unlike PyTorch's (masks off by several percent), and
-    Ultralytics passes no precision setting. So its model (`xml`) is compiled again, once, in
-    float32."""
+    Ultralytics passes no precision setting; a lane's engine gets `threads` threads. So its model
+    (`xml`) is compiled again, once, in float32 (and with `threads` threads)."""
     backend = predictor.model.backend  # Ultralytics' OpenVINOBackend
-    if backend.ov_compiled_model.get_property("INFERENCE_PRECISION_HINT") == backend.ov.Type.f32:
+    compiled = backend.ov_compiled_model
+    if compiled.get_property("INFERENCE_PRECISION_HINT") == backend.ov.Type.f32 and \
+            (not threads or compiled.get_property("INFERENCE_NUM_THREADS") == threads):
         return
+    config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
     compile_model = backend.compile_model  # functools.partial(core.compile_model, device_name=, config=)
-    backend.compile_model = functools.partial(
-        compile_model, config={**compile_model.keywords["config"], "INFERENCE_PRECISION_HINT": "f32"})
+    backend.compile_model = functools.partial(compile_model, config={**compile_model.keywords["config"], **config})
     backend.ov_compiled_model = backend.compile_model(xml)
+
+
+def onnx_with_threads(predictor, onnx: str, threads: int) -> None:
+    """Ultralytics callback at the start of every predict of a lane's ONNX Runtime engine: its
+    session (Ultralytics makes it with every core) made again, once, with `threads` threads."""
+    import onnxruntime
+
+    backend = predictor.model.backend  # Ultralytics' ONNXBackend
+    if backend.session.get_session_options().intra_op_num_threads == threads:
+        return
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    backend.session = onnxruntime.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
 
 
 def model_imgsz(weights_model) -> int:
@@ -312,6 +336,9 @@ def race_here(path: str, directory: str) -> Dict[str, float]:
 def _race_as_child(path: str, directory: str) -> Tuple[Dict[str, float], List[Tuple[int, str]]]:
     """`race_here` in the race's own process, with the lines it logs meanwhile (level, text),
     for the parent to log."""
+    from utils.ultralytics_env import block_openvino_telemetry
+
+    block_openvino_telemetry()  # the environment came with the process; this did not
     lines: List[Tuple[int, str]] = []
 
     class Collect(logging.Handler):

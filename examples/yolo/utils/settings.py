@@ -38,6 +38,7 @@ class YoloSettings:
     yolo_runtime: str = "auto"                 # auto, torch, onnx, openvino (utils/runtimes.py)
     yolo_half: bool = False                    # FP16 on CUDA
     yolo_batch_size: int = 8                   # images or video frames per model call
+    yolo_cpu_lanes: int = 2                    # on a CPU under load, calls predicting side by side
     model_score_threshold: float = 0.5         # a tag's default `model_score_threshold`
     prediction_score: str = "mean"             # a task's score from its regions': mean, min, max
     # media

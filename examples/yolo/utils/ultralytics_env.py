@@ -23,12 +23,20 @@ def prepare_ultralytics(settings: Settings) -> None:
     - `MPLCONFIGDIR`: a training imports matplotlib (Ultralytics' font check), which writes its
       font cache under ~/.cache/matplotlib otherwise.
     - `ORT_DISABLE_TELEMETRY`: ONNX Runtime writes a telemetry device id under ~/.cache otherwise.
-    - `import openvino` imports its converter, which sends usage events to Google Analytics and
-      writes a client id under ~/intel unless `openvino_telemetry` cannot be imported (None in
-      `sys.modules`, as here), in which case it uses a silent stub.
+    - OpenVINO's telemetry (`block_openvino_telemetry`).
+
+    Processes this one starts inherit the variables; a spawned Python process must block OpenVINO's
+    telemetry itself.
     """
     os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(settings.model_dir, "ultralytics"))
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(settings.model_dir, "matplotlib"))
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    block_openvino_telemetry()
+
+
+def block_openvino_telemetry() -> None:
+    """`import openvino` imports its converter, which sends usage events to Google Analytics and
+    writes a client id under ~/intel unless `openvino_telemetry` cannot be imported (None in
+    `sys.modules`, as here), in which case it uses a silent stub."""
     sys.modules.setdefault("openvino_telemetry", None)

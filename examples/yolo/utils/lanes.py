@@ -1,0 +1,75 @@
+"""Who uses a device's cores now: one model call with every core, or, on a CPU under load,
+several calls side by side with a share of the cores each.
+
+One call alone runs fastest on an engine that spreads each layer over every core (ONNX Runtime's
+and OpenVINO's thread pools). With several calls waiting, the same cores answer more of them per
+second as separate engines of fewer threads each, running side by side: less waiting at the end
+of each layer, and one call's Python pre- and post-processing overlaps another's network. On the
+2-core benchmark machine two 1-thread ONNX Runtime engines side by side answered 1.24x the images
+per second of one 2-thread engine (yolo11n-pose, in-process), and a 1-thread engine alone took
+1.4x the time of the 2-thread one (README "Performance").
+
+So a device has a wide thread (every core: today's single inference thread) and, on a CPU,
+`YOLO_CPU_LANES` lane threads, and a call is granted one of them in arrival order:
+- a call that finds the device idle and nobody waiting behind it runs wide, so one user's request
+  is as fast as before;
+- when calls queue up, each takes a free lane, on an engine of cores/lanes threads of its own;
+- wide and lanes never run at once (the cores would be oversubscribed), and calls that can only
+  run wide (PyTorch, tracking with its state, the smart tools) wait for the lanes to empty.
+Each thread keeps its own engines and predictors (Ultralytics' are not thread-safe), and PyTorch
+sees few calling threads (each gets its own OpenMP pool).
+"""
+
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
+
+WIDE = -1  # the grant of the wide thread; lanes are 0, 1, ...
+
+
+class DeviceLanes:
+    def __init__(self, device: str, lanes: int):
+        self.lanes = lanes
+        self.wide = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inference-{device}")
+        self._lane_threads = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inference-{device}-lane{i}")
+                              for i in range(lanes)]
+        self._changed = threading.Condition()
+        self._wide_busy = False
+        self._free_lanes = list(range(lanes))
+        self._waiting: deque = deque()  # callers in arrival order
+
+    def run(self, wide_work: Callable[[], object], lane_work: Optional[Callable[[int], object]] = None):
+        """`wide_work()` on the wide thread, or `lane_work(lane)` on a lane's thread when the call
+        comes while others run or wait (only if `lane_work` is given): its result or its exception."""
+        grant = self._acquire(lane_work is not None)
+        try:
+            if grant == WIDE:
+                return self.wide.submit(wide_work).result()
+            return self._lane_threads[grant].submit(lane_work, grant).result()
+        finally:
+            with self._changed:
+                if grant == WIDE:
+                    self._wide_busy = False
+                else:
+                    self._free_lanes.append(grant)
+                self._changed.notify_all()
+
+    def _acquire(self, may_take_a_lane: bool) -> int:
+        me = object()
+        with self._changed:
+            self._waiting.append(me)
+            while True:
+                if self._waiting[0] is me:
+                    idle = not self._wide_busy and len(self._free_lanes) == self.lanes
+                    if idle and (not may_take_a_lane or len(self._waiting) == 1 or not self.lanes):
+                        self._wide_busy = True
+                        grant = WIDE
+                        break
+                    if may_take_a_lane and not self._wide_busy and self._free_lanes:
+                        grant = self._free_lanes.pop(0)
+                        break
+                self._changed.wait()
+            self._waiting.popleft()
+            self._changed.notify_all()  # the next in line may start too
+            return grant
