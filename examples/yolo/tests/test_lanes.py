@@ -86,6 +86,39 @@ def test_calls_that_can_only_run_wide_wait_for_the_lanes_to_empty():
     assert all(not meanwhile for meanwhile in tracking_overlap)
 
 
+def test_a_call_that_comes_alone_with_a_share_for_each_lane_takes_them_all_at_once():
+    lanes = DeviceLanes("cpu", 2)
+    both_running = threading.Barrier(2, timeout=10)  # broken unless the two shares run at the same time
+
+    def share(lane):
+        both_running.wait()
+        return lane, threading.current_thread().name
+
+    results = lanes.run(lambda: "whole", lambda lane: "one lane", [share, share])
+    assert [lane for lane, _ in results] == [0, 1]
+    assert results[0][1] != results[1][1], "on two threads"
+
+
+def test_calls_that_queue_up_are_not_split():
+    lanes, recorder = DeviceLanes("cpu", 2), Recorder()
+    recorder.gate.clear()
+
+    def split_call(name):
+        shares = [lambda lane, part=part: recorder.work(lane, f"{name} {part}") for part in ("a", "b")]
+        return lanes.run(lambda: recorder.work(WIDE, name), lambda lane: recorder.work(lane, name), shares)
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(split_call, "first")
+        while not recorder.running:
+            time.sleep(0.005)
+        queued = [pool.submit(split_call, name) for name in ("second", "third")]
+        time.sleep(0.05)
+        recorder.gate.set()
+        assert len(first.result()) == 2  # alone: split over both lanes
+        grants = [future.result()[0] for future in queued]
+    assert sorted(grants) == [0, 1], "queued calls each took one lane"
+
+
 def test_without_lanes_every_call_runs_wide_one_at_a_time():
     lanes, recorder = DeviceLanes("cpu", 0), Recorder()
     one = calls(lanes, recorder, None)

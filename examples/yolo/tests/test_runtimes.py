@@ -144,6 +144,23 @@ def test_predictions_that_queue_up_run_in_lanes_that_answer_like_the_wide_engine
         assert_same_answers(reference, result, "boxes")
 
 
+@pytest.mark.skipif(usable_cores() < 2, reason="lanes need two cores")
+def test_a_batch_that_comes_alone_is_shared_out_among_the_lanes(exports, model_root, monkeypatch):
+    monkeypatch.setattr(inference, "_devices", {})
+    model = LoadedModel(os.path.join(model_root, "shapes-pose.pt"), "cpu", "onnx", exports, cpu_lanes=2)
+    batch = scenes(synthetic.pose_scene)  # three of one size, one of another
+    alone = [model.predict([image], BATCH_SIZE)[0] for image in batch]
+    lane_calls = []
+    for lane in (0, 1):
+        lane_model = model._lane_model(lane)
+        lane_model.add_callback("on_predict_start", lambda predictor, lane=lane: lane_calls.append(lane))
+    shared = model.predict(batch, BATCH_SIZE)
+    assert sorted(set(lane_calls)) == [0, 1], "both lanes predicted a share"
+    assert [r.orig_shape for r in shared] == [r.orig_shape for r in alone], "in the order of the images"
+    for reference, result in zip(alone, shared):
+        assert_same_answers(reference, result, "boxes")
+
+
 @pytest.mark.parametrize("runtime, suffix", [("onnx", ".onnx"), ("openvino", "_openvino_model")])
 def test_export_is_cached_under_model_dir_and_model_root_is_untouched(exports, model_root, runtime, suffix):
     path = os.path.join(model_root, "shapes-det.pt")

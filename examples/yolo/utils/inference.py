@@ -15,6 +15,7 @@ The registry and the inference threads are process-wide; how a backend runs its 
 and is passed with each call.
 """
 
+import functools
 import logging
 import os
 import threading
@@ -137,24 +138,42 @@ class LoadedModel:
 
         Images are grouped by shape first: Ultralytics letterboxes a batch of equal shapes to the
         smallest padded size, but pads a mixed batch to a full square, which costs more than
-        batching saves on a CPU.
+        batching saves on a CPU. On a CPU with lanes, images that come alone (no other call
+        waiting) are shared out among all the lanes, in runs of one shape.
         """
         by_shape: Dict[tuple, List[int]] = {}
         for index, image in enumerate(images):
             by_shape.setdefault(getattr(image, "shape", None), []).append(index)
+        in_shape_order = [index for indices in by_shape.values() for index in indices]
 
-        def work(model) -> list:
-            results: list = [None] * len(images)
-            for indices in by_shape.values():
-                for start in range(0, len(indices), batch_size):
-                    chunk = indices[start:start + batch_size]
+        def work(model, indices: List[int]) -> dict:
+            results = {}
+            for shape_run in runs_of_one_shape(indices, images):
+                for start in range(0, len(shape_run), batch_size):
+                    chunk = shape_run[start:start + batch_size]
                     outputs = model.predict([images[i] for i in chunk], device=self.device, verbose=False, **kwargs)
-                    for i, output in zip(chunk, outputs):
-                        results[i] = output
+                    results.update(zip(chunk, outputs))
             return results
 
-        in_lanes = (lambda lane: work(self._lane_model(lane))) if self.runtime in EXPORTS and self.threads.lanes else None
-        return self.threads.run(lambda: work(self.model), in_lanes)
+        def wide() -> dict:
+            return work(self.model, in_shape_order)
+
+        lanes = self.threads.lanes if self.runtime in EXPORTS else 0
+        if not lanes:
+            results = self.threads.run(wide)
+        else:
+            def in_a_lane(lane: int, indices: List[int] = in_shape_order) -> dict:
+                return work(self._lane_model(lane), indices) if indices else {}
+
+            shares = None
+            if len(images) >= lanes:  # contiguous shares of the shape order: each lane gets few shapes
+                size = -(-len(images) // lanes)
+                shares = [functools.partial(in_a_lane, indices=in_shape_order[k * size:(k + 1) * size])
+                          for k in range(lanes)]
+            results = self.threads.run(wide, in_a_lane, shares)
+            if isinstance(results, list):  # one dict per lane
+                results = {index: result for part in results for index, result in part.items()}
+        return [results[i] for i in range(len(images))]
 
     def _lane_model(self, lane: int):
         """This model's engine for `lane`, made on the lane's first call (on the lane's thread):
@@ -173,6 +192,17 @@ class LoadedModel:
         model's own state, a tracker's say, stays with it); its result or its exception. `work`
         must not call `run` itself (it would wait for itself)."""
         return self.threads.run(lambda: work(self.model))
+
+
+def runs_of_one_shape(indices: List[int], images: list) -> List[List[int]]:
+    """`indices` cut where the shape of their images changes."""
+    runs: List[List[int]] = []
+    for index in indices:
+        if runs and getattr(images[runs[-1][-1]], "shape", None) == getattr(images[index], "shape", None):
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
 
 
 class ModelRegistry:

@@ -12,7 +12,8 @@ per second of one 2-thread engine (yolo11n-pose, in-process), and a 1-thread eng
 So a device has a wide thread (every core: today's single inference thread) and, on a CPU,
 `YOLO_CPU_LANES` lane threads, and a call is granted one of them in arrival order:
 - a call that finds the device idle and nobody waiting behind it runs wide, so one user's request
-  is as fast as before;
+  is as fast as before; or, if it brings a share of its work for every lane (a batch of images),
+  takes all the lanes at once;
 - when calls queue up, each takes a free lane, on an engine of cores/lanes threads of its own;
 - wide and lanes never run at once (the cores would be oversubscribed), and calls that can only
   run wide (PyTorch, tracking with its state, the smart tools) wait for the lanes to empty.
@@ -22,10 +23,10 @@ sees few calling threads (each gets its own OpenMP pool).
 
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Callable, List, Optional
 
-WIDE = -1  # the grant of the wide thread; lanes are 0, 1, ...
+WIDE, ALL_LANES = -1, -2  # grants of the wide thread and of every lane; a single lane's is its number
 
 
 class DeviceLanes:
@@ -39,30 +40,46 @@ class DeviceLanes:
         self._free_lanes = list(range(lanes))
         self._waiting: deque = deque()  # callers in arrival order
 
-    def run(self, wide_work: Callable[[], object], lane_work: Optional[Callable[[int], object]] = None):
-        """`wide_work()` on the wide thread, or `lane_work(lane)` on a lane's thread when the call
-        comes while others run or wait (only if `lane_work` is given): its result or its exception."""
-        grant = self._acquire(lane_work is not None)
+    def run(self, wide_work: Callable[[], object], lane_work: Optional[Callable[[int], object]] = None,
+            shares: Optional[List[Callable[[int], object]]] = None):
+        """`wide_work()` on the wide thread; or, only if `lane_work` is given, `lane_work(lane)` on
+        a lane's thread when the call comes while others run or wait; or, only if `shares` (one per
+        lane) are given, when the call comes alone, `shares[lane](lane)` on every lane at once, and
+        the list of their results. The result or the exception."""
+        split = shares is not None and len(shares) == self.lanes > 0
+        grant = self._acquire(lane_work is not None, split)
         try:
             if grant == WIDE:
                 return self.wide.submit(wide_work).result()
+            if grant == ALL_LANES:
+                running = [thread.submit(share, lane) for lane, (thread, share) in enumerate(zip(self._lane_threads,
+                                                                                               shares))]
+                wait(running)  # all of them, even when one fails: the lanes are free only then
+                return [future.result() for future in running]
             return self._lane_threads[grant].submit(lane_work, grant).result()
         finally:
             with self._changed:
                 if grant == WIDE:
                     self._wide_busy = False
+                elif grant == ALL_LANES:
+                    self._free_lanes = list(range(self.lanes))
                 else:
                     self._free_lanes.append(grant)
                 self._changed.notify_all()
 
-    def _acquire(self, may_take_a_lane: bool) -> int:
+    def _acquire(self, may_take_a_lane: bool, may_take_all_lanes: bool) -> int:
         me = object()
         with self._changed:
             self._waiting.append(me)
             while True:
                 if self._waiting[0] is me:
                     idle = not self._wide_busy and len(self._free_lanes) == self.lanes
-                    if idle and (not may_take_a_lane or len(self._waiting) == 1 or not self.lanes):
+                    alone = len(self._waiting) == 1
+                    if idle and alone and may_take_all_lanes:
+                        self._free_lanes = []
+                        grant = ALL_LANES
+                        break
+                    if idle and (not may_take_a_lane or alone or not self.lanes):
                         self._wide_busy = True
                         grant = WIDE
                         break
