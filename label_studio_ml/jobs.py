@@ -287,7 +287,7 @@ def run_fit_job(model_ref: str, project_id: str, label_config: Optional[str], ev
 
 
 def _call_on_new_instance(model_class: type, project_id: str, label_config: Optional[str], method: str, args: tuple,
-                          **construction) -> Any:
+                          /, **construction) -> Any:
     return getattr(model_class(project_id=project_id, label_config=label_config, **construction), method)(*args)
 
 

@@ -2,6 +2,7 @@
 and project reads that confirm unauthenticated webhooks, and a project's task list (training)."""
 
 import itertools
+import threading
 import time
 import uuid
 
@@ -23,7 +24,8 @@ def make_fake_label_studio():
     app = Flask("fake-label-studio")
     state = {"valid_access": set(), "refreshes": 0, "downloads": 0, "predictions": [], "fail_uploads": 0,
              "annotations": {}, "tasks": {}, "projects": {}, "reads": 0, "prediction_ids": itertools.count(1),
-             "public_requests": []}
+             "public_requests": [], "release_slow": threading.Event(),
+             "slow_seconds": 3}
     app.config["state"] = state
 
     def authorized():
@@ -160,7 +162,7 @@ def make_fake_label_studio():
     def public(name):
         state["public_requests"].append(name)
         if name == "slow.png":
-            time.sleep(3)
+            state["release_slow"].wait(state["slow_seconds"])  # or until a test releases it
         if name == "huge.png":
             return Response(b"0" * 2048, mimetype="image/png")
         return Response(PNG_BYTES, mimetype="image/png")

@@ -77,16 +77,19 @@ def test_one_file_asked_for_by_two_threads_is_downloaded_once_and_whole(fake_ls)
 
 def test_a_slow_download_holds_up_only_the_threads_that_want_the_same_file(fake_ls):
     """Other files are looked up and downloaded meanwhile (a shared lock would make some of
-    these 150 wait for the slow one)."""
+    these 150 wait for the slow one, which answers only when the test lets it)."""
     base, state, settings = fake_ls
     settings = settings.replace(label_studio_api_key=LEGACY_TOKEN)
+    state["slow_seconds"] = 60
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(media.get_local_path, settings, base + "/public/slow.png")  # answers after 3 s
-        while not state["public_requests"]:
+        slow = pool.submit(media.get_local_path, settings, base + "/public/slow.png")
+        deadline = time.monotonic() + 30
+        while not state["public_requests"] and time.monotonic() < deadline:
             time.sleep(0.01)
         for number in range(150):
             assert read(media.get_local_path(settings, f"/data/upload/1/other-{number}.png")) == PNG_BYTES
-        assert not slow.done(), "the other files did not wait for the slow one"
+        assert not slow.done(), "the slow download is still under way"
+        state["release_slow"].set()
         assert read(slow.result()) == PNG_BYTES
     assert media._file_locks._locks == {}, "no lock is kept for files nobody asks for"
 

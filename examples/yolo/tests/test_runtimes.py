@@ -161,6 +161,26 @@ def test_a_batch_that_comes_alone_is_shared_out_among_the_lanes(exports, model_r
         assert_same_answers(reference, result, "boxes")
 
 
+@pytest.mark.skipif(usable_cores() < 2, reason="lanes need two cores")
+def test_a_lane_engine_that_does_not_load_leaves_the_model_predicting_wide(exports, model_root, monkeypatch, caplog):
+    monkeypatch.setattr(inference, "_devices", {})
+    model = LoadedModel(os.path.join(model_root, "shapes-det.pt"), "cpu", "onnx", exports, cpu_lanes=2)
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(inference, "load_export", out_of_memory)
+    batch = scenes(synthetic.detection_scene)
+    expected = [len(synthetic.detection_scene(seed)[1]) for seed in SEEDS[:3]]
+    shared = model.predict(batch, BATCH_SIZE)  # comes alone: would be shared out among the lanes
+    assert [len(result.boxes) for result in shared[:3]] == expected, "answered on the wide engine"
+    assert "shapes-det.pt: no ONNX Runtime engine for lane" in caplog.text and "RuntimeError: out of memory" in caplog.text
+    assert os.path.exists(model.export), "the export the wide engine runs stays"
+    caplog.clear()
+    assert [len(result.boxes) for result in model.predict(batch, BATCH_SIZE)[:3]] == expected
+    assert "no ONNX Runtime engine" not in caplog.text, "not tried again"
+
+
 @pytest.mark.parametrize("runtime, suffix", [("onnx", ".onnx"), ("openvino", "_openvino_model")])
 def test_export_is_cached_under_model_dir_and_model_root_is_untouched(exports, model_root, runtime, suffix):
     path = os.path.join(model_root, "shapes-det.pt")

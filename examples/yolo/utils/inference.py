@@ -26,7 +26,7 @@ from label_studio_ml.exceptions import LabelConfigError, ModelUnavailable
 from label_studio_ml.settings import Settings
 from utils.lanes import DeviceLanes
 from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, exports_dir,
-                            fastest_runtime, half_precision)
+                            fastest_runtime, half_precision, load_export)
 from utils.settings import YoloSettings
 from utils.weights import available_models_text, is_sam_weights, resolve_model_path
 
@@ -79,6 +79,10 @@ def device_threads(device: str, cpu_lanes: int = 0) -> DeviceLanes:
         return _devices[device]
 
 
+class LaneUnavailable(Exception):
+    """A lane's engine of a model did not load (logged where it failed)."""
+
+
 class LoadedModel:
     """One Ultralytics model on one device, run by PyTorch or by an exported engine (see
     runtimes.py; exports cached in `exports_dir`); its calls run on the device's inference threads
@@ -92,8 +96,9 @@ class LoadedModel:
         self.name = os.path.basename(path)
         self.device = device
         self.threads = device_threads(device, cpu_lanes)
-        self.exports_dir = exports_dir
+        self.export: Optional[str] = None  # the export file or folder the engine runs, if any
         self._lane_models: Dict[int, object] = {}  # lane -> engine, each used by its lane's thread only
+        self._lanes_failed = False  # a lane's engine did not load: this model predicts wide only
         self.task = weights.task
         self.names: Dict[int, str] = {} if is_sam_weights(path) else dict(weights.names)  # SAM has no classes
         self.runtime, self.model = self._for_runtime(weights, runtime, exports_dir)
@@ -127,7 +132,8 @@ class LoadedModel:
         if runtime not in EXPORTS:
             return runtime, weights
         try:
-            return runtime, exported_model(weights, self.path, runtime, self.device, self.threads.wide, exports)
+            self.export, model = exported_model(weights, self.path, runtime, self.device, self.threads.run, exports)
+            return runtime, model
         except Exception as exc:
             logger.warning("%s: no %s model (%s: %s); PyTorch serves it instead", self.name, ENGINE_NAMES[runtime],
                            type(exc).__name__, exc)
@@ -158,7 +164,7 @@ class LoadedModel:
         def wide() -> dict:
             return work(self.model, in_shape_order)
 
-        lanes = self.threads.lanes if self.runtime in EXPORTS else 0
+        lanes = self.threads.lanes if self.export and not self._lanes_failed else 0
         if not lanes:
             results = self.threads.run(wide)
         else:
@@ -167,22 +173,32 @@ class LoadedModel:
 
             shares = None
             if len(images) >= lanes:  # contiguous shares of the shape order: each lane gets few shapes
-                size = -(-len(images) // lanes)
-                shares = [functools.partial(in_a_lane, indices=in_shape_order[k * size:(k + 1) * size])
+                bounds = [k * len(images) // lanes for k in range(lanes + 1)]
+                shares = [functools.partial(in_a_lane, indices=in_shape_order[bounds[k]:bounds[k + 1]])
                           for k in range(lanes)]
-            results = self.threads.run(wide, in_a_lane, shares)
+            try:
+                results = self.threads.run(wide, in_a_lane, shares)
+            except LaneUnavailable:
+                results = self.threads.run(wide)
             if isinstance(results, list):  # one dict per lane
                 results = {index: result for part in results for index, result in part.items()}
         return [results[i] for i in range(len(images))]
 
     def _lane_model(self, lane: int):
         """This model's engine for `lane`, made on the lane's first call (on the lane's thread):
-        another Ultralytics model on the same export, its engine limited to the lane's share of
-        the cores."""
+        another Ultralytics model on the export the wide engine runs, its engine limited to the
+        lane's share of the cores. Raises `LaneUnavailable` when it does not load (logged; the
+        model then predicts wide only)."""
         if lane not in self._lane_models:
             threads = max(1, usable_cores() // self.threads.lanes)
-            self._lane_models[lane] = exported_model(self.model, self.path, self.runtime, self.device, None,
-                                                     self.exports_dir, threads=threads)
+            try:
+                self._lane_models[lane] = load_export(self.export, self.runtime, self.model, self.device,
+                                                      lambda start: start(), threads=threads)
+            except Exception as exc:
+                self._lanes_failed = True
+                logger.error("%s: no %s engine for lane %d (%s: %s); the model predicts on every core, one call at "
+                             "a time", self.name, ENGINE_NAMES[self.runtime], lane, type(exc).__name__, exc)
+                raise LaneUnavailable() from exc
             logger.info("%s: lane %d of %s runs its own %s engine with %d thread(s)", self.name, lane, self.device,
                         ENGINE_NAMES[self.runtime], threads)
         return self._lane_models[lane]

@@ -71,22 +71,26 @@ class DeviceLanes:
         me = object()
         with self._changed:
             self._waiting.append(me)
-            while True:
-                if self._waiting[0] is me:
-                    idle = not self._wide_busy and len(self._free_lanes) == self.lanes
-                    alone = len(self._waiting) == 1
-                    if idle and alone and may_take_all_lanes:
-                        self._free_lanes = []
-                        grant = ALL_LANES
-                        break
-                    if idle and (not may_take_a_lane or alone or not self.lanes):
-                        self._wide_busy = True
-                        grant = WIDE
-                        break
-                    if may_take_a_lane and not self._wide_busy and self._free_lanes:
-                        grant = self._free_lanes.pop(0)
-                        break
-                self._changed.wait()
-            self._waiting.popleft()
-            self._changed.notify_all()  # the next in line may start too
+            try:
+                while (grant := self._grant_for(me, may_take_a_lane, may_take_all_lanes)) is None:
+                    self._changed.wait()
+            finally:  # granted, or interrupted while waiting (KeyboardInterrupt): out of the line either way
+                self._waiting.remove(me)
+                self._changed.notify_all()  # the next in line may start too
             return grant
+
+    def _grant_for(self, me: object, may_take_a_lane: bool, may_take_all_lanes: bool) -> Optional[int]:
+        """What `me` gets now (taken from the free ones), or None: nothing yet, or not its turn."""
+        if self._waiting[0] is not me:
+            return None
+        idle = not self._wide_busy and len(self._free_lanes) == self.lanes
+        alone = len(self._waiting) == 1
+        if idle and alone and may_take_all_lanes:
+            self._free_lanes = []
+            return ALL_LANES
+        if idle and (not may_take_a_lane or alone or not self.lanes):
+            self._wide_busy = True
+            return WIDE
+        if may_take_a_lane and not self._wide_busy and self._free_lanes:
+            return self._free_lanes.pop(0)
+        return None

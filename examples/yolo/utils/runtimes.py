@@ -27,17 +27,18 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
-import multiprocessing
 import os
 import platform
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -211,37 +212,41 @@ def discard(path: str) -> None:
         logger.warning("Cannot remove export %s: %s", path, exc)
 
 
-def exported_model(weights_model, path: str, runtime: str, device: str, thread: Optional[Executor], directory: str,
-                   threads: int = 0):
-    """Ultralytics model on the `runtime` export (cached in `directory`) of the weights at `path`
-    (`weights_model` loaded), its engine started on `thread` (the device's inference thread; None:
-    this one), with `threads` threads (0: the engine's default, every core). Raises when the
-    export fails or does not load; an export that does not load is discarded, so the next load
-    exports anew."""
-    from ultralytics import YOLO as UltralyticsYOLO
+Runner = Callable[[Callable[[], Any]], Any]  # runs a function where the engine will serve, returns its result
 
+
+def exported_model(weights_model, path: str, runtime: str, device: str, run_on: Runner, directory: str) -> tuple:
+    """(export path, Ultralytics model on it): the `runtime` export (cached in `directory`) of the
+    weights at `path` (`weights_model` loaded), its engine started by `run_on` (on the thread that
+    will run it). Raises when the export fails or does not load; an export that does not load is
+    discarded, so the next load exports anew."""
     target = export(path, runtime, directory)
     try:
-        model = UltralyticsYOLO(target, task=weights_model.task)
-        if runtime == "openvino":
-            xml = glob.glob(os.path.join(target, "*.xml"))[0]
-            model.add_callback("on_predict_start", functools.partial(compile_as_served, xml=xml, threads=threads))
-        elif threads:
-            model.add_callback("on_predict_start", functools.partial(onnx_with_threads, onnx=target, threads=threads))
-        # PyTorch weights predict at the image size they were trained at; a dynamic export
-        # would otherwise use Ultralytics' default of 640.
-        if "imgsz" in weights_model.overrides:
-            model.overrides["imgsz"] = weights_model.overrides["imgsz"]
-        # Ultralytics starts the engine on the first predict: start it now, so that an export that
-        # does not load fails here instead of failing every request.
-        start = functools.partial(model.predict, np.zeros((32, 32, 3), np.uint8), device=device, verbose=False)
-        if thread is None:
-            start()
-        else:
-            thread.submit(start).result()
+        return target, load_export(target, runtime, weights_model, device, run_on)
     except Exception:
         discard(target)
         raise
+
+
+def load_export(target: str, runtime: str, weights_model, device: str, run_on: Runner, threads: int = 0):
+    """Ultralytics model on the export at `target` of `weights_model` (a model with its task and
+    image size: the weights, or a model on their export), its engine started by `run_on` with
+    `threads` threads (0: the engine's default, every core). Raises when it does not load."""
+    from ultralytics import YOLO as UltralyticsYOLO
+
+    model = UltralyticsYOLO(target, task=weights_model.task)
+    if runtime == "openvino":
+        xml = glob.glob(os.path.join(target, "*.xml"))[0]
+        model.add_callback("on_predict_start", functools.partial(compile_as_served, xml=xml, threads=threads))
+    elif threads:
+        model.add_callback("on_predict_start", functools.partial(onnx_with_threads, onnx=target, threads=threads))
+    # PyTorch weights predict at the image size they were trained at; a dynamic export
+    # would otherwise use Ultralytics' default of 640.
+    if "imgsz" in weights_model.overrides:
+        model.overrides["imgsz"] = weights_model.overrides["imgsz"]
+    # Ultralytics starts the engine on the first predict: start it now, so that an export that
+    # does not load fails here instead of failing every request.
+    run_on(functools.partial(model.predict, np.zeros((32, 32, 3), np.uint8), device=device, verbose=False))
     return model
 
 
@@ -320,22 +325,48 @@ def race_here(path: str, directory: str) -> Dict[str, float]:
     name = os.path.basename(path)
     weights_model = UltralyticsYOLO(path)
     models = {"torch": weights_model}
-    with ThreadPoolExecutor(max_workers=1) as thread:
+    with ThreadPoolExecutor(max_workers=1) as thread:  # the engines start, and are timed, on one thread
+
+        def run_on(work):
+            return thread.submit(work).result()
+
         for runtime in EXPORTS:
             if not engine_available(runtime):
                 logger.info("%s: %s not measured: %s is not installed", name, ENGINE_NAMES[runtime],
                             EXPORTS[runtime]["engine"])
                 continue
             try:
-                models[runtime] = exported_model(weights_model, path, runtime, "cpu", thread, directory)
+                models[runtime] = exported_model(weights_model, path, runtime, "cpu", run_on, directory)[1]
             except Exception as exc:
                 log_skipped(name, runtime, exc)
-        return thread.submit(race, models, "cpu", model_imgsz(weights_model), name).result()  # where they started
+        return run_on(functools.partial(race, models, "cpu", model_imgsz(weights_model), name))
 
 
-def _race_as_child(path: str, directory: str) -> Tuple[Dict[str, float], List[Tuple[int, str]]]:
-    """`race_here` in the race's own process, with the lines it logs meanwhile (level, text),
-    for the parent to log."""
+def race_in_child(path: str, directory: str) -> Dict[str, float]:
+    """`race_here` in a new Python process (`python -m utils.runtimes`, which imports nothing of
+    the server's own script), its log lines logged here. The serving process then holds only the
+    engine that won: the others' thread pools, left in it, would take CPU time from every later
+    request (about 3% on two cores), and an engine that crashes takes down only the race."""
+    with tempfile.TemporaryDirectory(prefix="yolo-race-") as scratch:
+        outcome_file = os.path.join(scratch, "outcome.json")
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        finished = subprocess.run([sys.executable, "-m", "utils.runtimes", path, directory, outcome_file],
+                                  env=environment, stdin=subprocess.DEVNULL)
+        try:
+            with open(outcome_file) as file:
+                outcome = json.load(file)
+        except (OSError, ValueError):
+            raise RuntimeError(f"the race's process ended with exit code {finished.returncode}") from None
+    for level, line in outcome["lines"]:
+        logger.log(level, "%s", line)
+    if outcome.get("error"):
+        raise RuntimeError(outcome["error"])
+    return outcome["timings"]
+
+
+def _race_as_child(path: str, directory: str, outcome_file: str) -> None:
+    """The race's own process: `race_here`, its figures (or what went wrong) and the lines it
+    logged meanwhile written to `outcome_file` for the parent."""
     from utils.ultralytics_env import block_openvino_telemetry
 
     block_openvino_telemetry()  # the environment came with the process; this did not
@@ -348,20 +379,13 @@ def _race_as_child(path: str, directory: str) -> Tuple[Dict[str, float], List[Tu
     logger.setLevel(logging.INFO)
     logger.addHandler(Collect())
     logger.propagate = False
-    return race_here(path, directory), lines
-
-
-def race_in_child(path: str, directory: str) -> Dict[str, float]:
-    """`race_here` in a new process, its log lines logged here. The serving process then holds
-    only the engine that won: the others' thread pools, left in it, would take CPU time from
-    every later request (about 3% on two cores), and an engine that crashes takes down only the
-    race."""
-    spawn = multiprocessing.get_context("spawn")  # a fork would copy this process's threads' locks
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
-        timings, lines = child.submit(_race_as_child, path, directory).result()
-    for level, line in lines:
-        logger.log(level, "%s", line)
-    return timings
+    outcome: dict = {"timings": {}, "lines": lines}
+    try:
+        outcome["timings"] = race_here(path, directory)
+    except Exception as exc:
+        outcome["error"] = f"{type(exc).__name__}: {exc}"
+    with open(outcome_file, "w") as file:
+        json.dump(outcome, file)
 
 
 def race_conditions() -> dict:
@@ -422,3 +446,7 @@ def fastest_runtime(weights_model, path: str, directory: str) -> str:
                     ", ".join(f"{ENGINE_NAMES[r]} {ms}" for r, ms in race["ms_per_predict"].items()),
                     ENGINE_NAMES[fastest], record)
     return fastest
+
+
+if __name__ == "__main__":  # the race's process (race_in_child)
+    _race_as_child(*sys.argv[1:4])
