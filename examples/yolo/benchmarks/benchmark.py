@@ -7,12 +7,13 @@ Raw figures: Ultralytics `predict` in-process on each engine the server can choo
 call and in batches of 8 same-size images. Ours: `/predict` over HTTP (gunicorn as start.sh runs
 it, `YOLO_RUNTIME` as given, by default `auto`): sequential one task per request; requests of 8
 tasks; 4 concurrent clients. Each mode is warmed up once, then all of them, raw and ours, take
-turns for `--rounds` rounds (median per mode): on a shared machine whose speed drifts, the ratios
-compare figures taken side by side. Ours are printed as ratios against the fastest raw engine,
-with the targets: sequential <= 1.10x its time per image, 8 tasks per request <= 1.00x, 4 clients
->= 0.95x its capacity (images per second). Last, the server's resident memory idle and after a first predict, with
-each engine and with the `YOLO_RUNTIME` given (for `auto`: its race is remembered from the timed
-server, so this is the engine it chose). The HTTP client runs on the same machine, so on a small
+turns for `--rounds` rounds (median per mode). Ours are printed as ratios against the fastest raw
+engine, each the median of the rounds' own ratios (on a shared machine whose speed drifts, a
+ratio compares figures taken side by side), with the targets: sequential <= 1.10x its time per
+image, 8 tasks per request <= 1.00x, 4 clients >= 0.95x its capacity (images per second). Last,
+the server's resident memory idle and after a first predict, with each engine and with the
+`YOLO_RUNTIME` given (for `auto`: its race is remembered from the timed server, so this is the
+engine it chose). The HTTP client runs on the same machine, so on a small
 CPU it takes a share of the cores the raw figures have to themselves: the timed clients are lean
 (`load.LeanClient`), and the sequential requests are sent once more with `requests` to show
 what a heavier client adds.
@@ -64,11 +65,11 @@ def benchmark_images(directory: str, count: int) -> list:
     return paths
 
 
-def interleaved_per_image(runs: Dict[str, Callable[[], None]], images: int, rounds: int) -> Dict[str, float]:
-    """Median seconds per image of each of `runs` (each handles `images` images), after one untimed
-    warm-up each (new batch sizes and shapes make engines build new kernels the first time). The
-    runs take turns round after round, so that a machine growing slower or faster meanwhile (a
-    shared VM does) weighs on the raw figures and ours alike."""
+def interleaved_rounds(runs: Dict[str, Callable[[], None]], images: int, rounds: int) -> Dict[str, list]:
+    """Seconds per image of each of `runs` (each handles `images` images) in each round, after one
+    untimed warm-up each (new batch sizes and shapes make engines build new kernels the first
+    time). The runs take turns round after round, so that a machine growing slower or faster
+    meanwhile (a shared VM does) weighs on the raw figures and ours alike."""
     for run in runs.values():
         run()
     timings: Dict[str, list] = {name: [] for name in runs}
@@ -77,7 +78,18 @@ def interleaved_per_image(runs: Dict[str, Callable[[], None]], images: int, roun
             started = time.perf_counter()
             run()
             timings[name].append((time.perf_counter() - started) / images)
-    return {name: statistics.median(values) for name, values in timings.items()}
+    return timings
+
+
+def interleaved_per_image(runs: Dict[str, Callable[[], None]], images: int, rounds: int) -> Dict[str, float]:
+    """Median seconds per image of each of `runs` over `interleaved_rounds`."""
+    return {name: statistics.median(values) for name, values in interleaved_rounds(runs, images, rounds).items()}
+
+
+def paired_ratio(ours: list, floor: list) -> float:
+    """Median over the rounds of ours / the floor measured in the same round: side by side figures,
+    so a round on a slower machine weighs on both."""
+    return statistics.median(a / b for a, b in zip(ours, floor))
 
 
 def engines(device: str) -> list:
@@ -169,26 +181,29 @@ def verdict(mode: str, ratio: float) -> str:
 
 
 def report(weights: str, device: str, images: int, clients: int, served: list, race: str, raw: dict, ours: dict,
-           rss: dict) -> None:
+           rounds: dict, rss: dict) -> None:
+    """`raw` and `ours`: median seconds per image; `rounds`: each run's per round, for the ratios."""
     print(f"weights: {weights}, device: {device}, images: {images}, served as: {served}")
     print(f"server's race: {race}")
     for name, (one_by_one, batched) in raw.items():
         print(f"raw Ultralytics predict ({ENGINE_NAMES[name]:>12}), one image per call: {one_by_one * 1000:8.1f} "
               f"ms/image; batches of 8: {batched * 1000:8.1f} ms/image (ratio {batched / one_by_one:.3f})")
     fastest = min(raw, key=lambda name: raw[name][0])
-    floor = raw[fastest][0]
-    print(f"ours against the fastest raw engine, {ENGINE_NAMES[fastest]} ({floor * 1000:.1f} ms/image):")
+    floor, floor_rounds = raw[fastest][0], rounds[f"raw {fastest}"]
+    print(f"ours against the fastest raw engine, {ENGINE_NAMES[fastest]} ({floor * 1000:.1f} ms/image); ratios are "
+          f"medians of the rounds' own ratios:")
     for mode, label in (("sequential", "/predict sequential, 1 task per request"),
                         ("8 tasks", "/predict 8 tasks per request")):
-        ratio = ours[mode] / floor
+        ratio = paired_ratio(rounds[mode], floor_rounds)
         print(f"{label}: {ours[mode] * 1000:8.1f} ms/image  {ratio:.3f} x  {verdict(mode, ratio)}")
         if mode == "sequential":
             print(f"  of which inside the app (Flask receiving the request to the answer ready): "
                   f"{ours['sequential in app'] * 1000:.1f} ms; HTTP and the client: "
                   f"{(ours['sequential'] - ours['sequential in app']) * 1000:.1f} ms")
             print(f"  the same requests sent with the requests library: {ours['sequential, requests'] * 1000:.1f} "
-                  f"ms/image  {ours['sequential, requests'] / floor:.3f} x (no target: the client's own cost)")
-    capacity = floor / ours["clients"]
+                  f"ms/image  {paired_ratio(rounds['sequential, requests'], floor_rounds):.3f} x (no target: the "
+                  f"client's own cost)")
+    capacity = paired_ratio(floor_rounds, rounds["clients"])
     print(f"/predict {clients} concurrent clients:           {ours['clients'] * 1000:8.1f} ms/image  "
           f"capacity {capacity:.3f} x  {verdict('clients', capacity)}")
     for name, (idle, loaded) in rss.items():
@@ -202,7 +217,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--device", default=os.getenv("DEVICE", "cpu"))
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, every mode once per round (median reported)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timed rounds, every mode once per round (medians reported)")
     parser.add_argument("--runtime", default=os.getenv("YOLO_RUNTIME", "auto"), help="YOLO_RUNTIME of the server")
     args = parser.parse_args(argv)
 
@@ -227,15 +243,16 @@ def main(argv=None) -> int:
             runs = served_runs(base, tasks, config, args.clients, in_app)
             for name in names:
                 runs.update(raw_runs(served_weights, name, paths, args.device, model_dir))
-            timed = interleaved_per_image(runs, len(paths), args.rounds)
+            rounds = interleaved_rounds(runs, len(paths), args.rounds)
             served = requests.get(base + "/health", timeout=10).json()["loaded_models"]
+        timed = {name: statistics.median(values) for name, values in rounds.items()}
         raw = {name: (timed[f"raw {name}"], timed[f"raw {name} batched"]) for name in names}
         ours = {mode: timed[mode] for mode in ("sequential", "8 tasks", "clients", "sequential, requests")}
         ours["sequential in app"] = statistics.median(in_app[1:])  # the first round is the warm-up
         race = race_figures(model_dir)
         rss = {name: served_rss(env, name, tasks[0], config) for name in dict.fromkeys([*raw, args.runtime])}
 
-    report(os.path.basename(weights), args.device, len(paths), args.clients, served, race, raw, ours, rss)
+    report(os.path.basename(weights), args.device, len(paths), args.clients, served, race, raw, ours, rounds, rss)
     return 0
 
 
