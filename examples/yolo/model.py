@@ -322,9 +322,6 @@ def prediction_score(scores: List[float], aggregate: str) -> float:
     the `mean` of its regions' scores, the `min` (a task's least certain region decides: sorted
     ascending, the tasks the model is least sure of come first, for active learning) or the
     `max`; 0 without regions."""
-    if aggregate not in SCORE_AGGREGATES:
-        logger.warning("PREDICTION_SCORE=%r is not one of %s; mean is used", aggregate, ", ".join(SCORE_AGGREGATES))
-        aggregate = "mean"
     return float(SCORE_AGGREGATES[aggregate](scores)) if scores else 0.0
 
 

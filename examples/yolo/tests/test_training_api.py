@@ -272,9 +272,17 @@ def test_model_train_every_starts_a_training_after_n_annotations_of_the_tag(back
     assert status["status"] == "failed" and "0 usable annotated tasks" in status["error"]  # project 7 has none
 
 
-@pytest.mark.parametrize("name, expected", [("mean", 0.5), ("min", 0.2), ("max", 0.8), ("bogus", 0.5)])
+@pytest.mark.parametrize("name, expected", [("mean", 0.5), ("min", 0.2), ("max", 0.8)])
 def test_prediction_score_is_the_mean_min_or_max_of_the_regions(name, expected):
     from model import prediction_score
 
     assert prediction_score([0.2, 0.5, 0.8], name) == pytest.approx(expected)
     assert prediction_score([], name) == 0.0
+
+
+def test_an_unknown_prediction_score_is_refused_when_the_settings_are_read():
+    from utils.settings import YoloSettings
+
+    assert YoloSettings.from_env({"PREDICTION_SCORE": " Min "}).prediction_score == "min"
+    with pytest.raises(ValueError, match="PREDICTION_SCORE must be one of mean, min, max, not 'bogus'"):
+        YoloSettings.from_env({"PREDICTION_SCORE": "bogus"})

@@ -21,6 +21,7 @@ from label_studio_ml.settings import Settings, read_fields
 YOLO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_DIR = os.path.join(YOLO_DIR, "data", "server")
 DEFAULT_MODEL_ROOT = os.path.join(YOLO_DIR, "models")
+PREDICTION_SCORES = ("mean", "min", "max")  # how a task's score comes from its regions' (model.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class YoloSettings:
         object.__setattr__(self, "device", self.device.strip())
         object.__setattr__(self, "yolo_runtime", self.yolo_runtime.strip().lower())
         object.__setattr__(self, "prediction_score", self.prediction_score.strip().lower())
+        if self.prediction_score not in PREDICTION_SCORES:
+            raise ValueError(f"PREDICTION_SCORE must be one of {', '.join(PREDICTION_SCORES)}, "
+                             f"not {self.prediction_score!r}")
         object.__setattr__(self, "yolo_batch_size", max(1, self.yolo_batch_size))
         object.__setattr__(self, "video_progress_frames", max(1, self.video_progress_frames))
         object.__setattr__(self, "debug_plot_keep", max(1, self.debug_plot_keep))
