@@ -101,7 +101,7 @@ class MLServer:
     # ----- endpoints ---------------------------------------------------------------------------
     def health(self):
         body = {"status": "UP", "model_class": self.model_class.__name__}
-        body.update(self.model_class.backend_status())
+        body.update(self.model_class.backend_status(self.settings, **self.model_kwargs))
         return jsonify(body)
 
     def setup(self):
@@ -283,7 +283,7 @@ class MLServer:
     def metrics_view(self):
         snapshot = self.metrics.snapshot()
         gauges = self.gate.figures()
-        status = self.model_class.backend_status()
+        status = self.model_class.backend_status(self.settings, **self.model_kwargs)
         wants_text = request.args.get("format") == "prometheus" or (
             "text/plain" in request.headers.get("Accept", "") and "application/json" not in request.headers.get("Accept", "")
         )

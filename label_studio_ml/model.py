@@ -95,8 +95,9 @@ class LabelStudioMLBase:
         return False
 
     @classmethod
-    def backend_status(cls) -> Dict[str, Any]:
-        """Extra fields for `/health` and `/metrics` (device, loaded models...). Must be instant."""
+    def backend_status(cls, settings: Settings, **model_kwargs) -> Dict[str, Any]:
+        """Extra fields for `/health` and `/metrics` (device, loaded models...) of a server with
+        `settings` whose instances get `model_kwargs`. Must be instant."""
         return {}
 
     # ----- per-project store -------------------------------------------------------------------

@@ -162,9 +162,9 @@ class YOLO(LabelStudioMLBase):
         self._serving = None  # /setup answers the version the pin serves
 
     @classmethod
-    def backend_status(cls) -> dict:
-        """Of the process's settings (`/health` asks the class, not an instance)."""
-        yolo = default_yolo_settings()
+    def backend_status(cls, settings: Settings, yolo_settings: Optional[YoloSettings] = None, **_) -> dict:
+        """Of the server's settings (`/health` asks the class, not an instance)."""
+        yolo = yolo_settings or default_yolo_settings()
         return {"model_root": yolo.model_root, "device": yolo.device or "auto", "loaded_models": registry.loaded()}
 
     def runs_in_background(self, task: dict) -> bool:

@@ -503,3 +503,15 @@ def test_rectangle_labels_with_the_pose_model_finds_the_people(yolo_server):
     # zidane.jpg: two men standing side by side, left one around x 10-55%, right one around 55-90%
     centers = sorted(b["value"]["x"] + b["value"]["width"] / 2 for b in boxes)
     assert centers[0] < 50 < centers[-1]
+
+
+def test_health_reports_the_servers_own_yolo_settings(serve_yolo, yolo_settings, tmp_path):
+    """A backend configured in code (`model_kwargs`) shows its own model root and device, not the
+    environment's."""
+    elsewhere = tmp_path / "other-models"
+    elsewhere.mkdir()
+    with serve_yolo(yolo=yolo_settings.replace(model_root=str(elsewhere), device="cpu")) as base:
+        health = requests.get(base + "/health", timeout=10).json()
+        metrics = requests.get(base + "/metrics", timeout=10).json()
+    assert (health["model_root"], health["device"]) == (str(elsewhere), "cpu")
+    assert metrics["model_root"] == str(elsewhere)

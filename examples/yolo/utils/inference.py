@@ -204,9 +204,9 @@ class LoadedModel:
         return self._lane_models[lane]
 
     def run(self, work: Callable):
-        """`work(ultralytics_model)` on the device's wide inference thread (never in a lane: the
-        model's own state, a tracker's say, stays with it); its result or its exception. `work`
-        must not call `run` itself (it would wait for itself)."""
+        """`work(ultralytics_model)` on the device's wide inference thread (never in a lane: work
+        that reaches into the model sees the one engine it was loaded with); its result or its
+        exception. `work` must not call `run` itself (it would wait for itself)."""
         return self.threads.run(lambda: work(self.model))
 
 

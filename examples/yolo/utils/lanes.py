@@ -16,7 +16,9 @@ So a device has a wide thread (every core: today's single inference thread) and,
   takes all the lanes at once;
 - when calls queue up, each takes a free lane, on an engine of cores/lanes threads of its own;
 - wide and lanes never run at once (the cores would be oversubscribed), and calls that can only
-  run wide (PyTorch, tracking with its state, the smart tools) wait for the lanes to empty.
+  run wide (PyTorch engines, work that reaches into the network, SAM) wait for the lanes to empty.
+Each serving process has its own threads: with several gunicorn workers on one CPU, their engines
+share the cores.
 Each thread keeps its own engines and predictors (Ultralytics' are not thread-safe), and PyTorch
 sees few calling threads (each gets its own OpenMP pool).
 """
