@@ -81,9 +81,13 @@ def interleaved_rounds(runs: Dict[str, Callable[[], None]], images: int, rounds:
     return timings
 
 
+def medians(rounds: Dict[str, list]) -> Dict[str, float]:
+    return {name: statistics.median(values) for name, values in rounds.items()}
+
+
 def interleaved_per_image(runs: Dict[str, Callable[[], None]], images: int, rounds: int) -> Dict[str, float]:
     """Median seconds per image of each of `runs` over `interleaved_rounds`."""
-    return {name: statistics.median(values) for name, values in interleaved_rounds(runs, images, rounds).items()}
+    return medians(interleaved_rounds(runs, images, rounds))
 
 
 def paired_ratio(ours: list, floor: list) -> float:
@@ -245,7 +249,7 @@ def main(argv=None) -> int:
                 runs.update(raw_runs(served_weights, name, paths, args.device, model_dir))
             rounds = interleaved_rounds(runs, len(paths), args.rounds)
             served = requests.get(base + "/health", timeout=10).json()["loaded_models"]
-        timed = {name: statistics.median(values) for name, values in rounds.items()}
+        timed = medians(rounds)
         raw = {name: (timed[f"raw {name}"], timed[f"raw {name} batched"]) for name in names}
         ours = {mode: timed[mode] for mode in ("sequential", "8 tasks", "clients", "sequential, requests")}
         ours["sequential in app"] = statistics.median(in_app[1:])  # the first round is the warm-up

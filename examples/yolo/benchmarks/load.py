@@ -43,13 +43,13 @@ def process_tree_rss(pid: int) -> int:
 def predict(base: str, tasks: list, label_config: str, timeout: float = 120, session=None) -> requests.Response:
     """POST /predict; with a `requests.Session` the connection is kept between calls, without one
     each call connects anew."""
-    return (session or requests).post(base + "/predict", json={"tasks": tasks, "label_config": label_config,
-                                                                "project": "1"}, timeout=timeout)
+    return (session or requests).post(base + "/predict", data=predict_body(tasks, label_config),
+                                      headers={"Content-Type": "application/json"}, timeout=timeout)
 
 
 
 def predict_body(tasks: list, label_config: str) -> bytes:
-    """The JSON body of a `/predict` request, as `predict` sends it."""
+    """The JSON body of a `/predict` request of `tasks` for project 1."""
     return json.dumps({"tasks": tasks, "label_config": label_config, "project": "1"}).encode()
 
 

@@ -17,7 +17,8 @@ import synthetic
 from helpers import PYTHON, read_log, serve_in_process, wait_until
 from label_studio_ml.exceptions import MLBackendError
 import utils.inference as inference
-from utils.inference import InferenceOptions, LoadedModel, registry, usable_cores
+from utils.inference import InferenceOptions, LoadedModel, registry
+from utils.lanes import usable_cores
 import utils.runtimes as runtimes
 from utils.runtimes import (FASTEST, choose_runtime, export, export_key, exports_dir, half_precision,
                             quiet_ultralytics, race_conditions, race_path)

@@ -16,6 +16,7 @@ and is passed with each call.
 """
 
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -24,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 from label_studio_ml.exceptions import LabelConfigError, ModelUnavailable
 from label_studio_ml.settings import Settings
-from utils.lanes import DeviceLanes
+from utils.lanes import DeviceLanes, usable_cores
 from utils.runtimes import (ENGINE_NAMES, EXPORTS, FASTEST, choose_runtime, exported_model, exports_dir,
                             fastest_runtime, half_precision, load_export)
 from utils.settings import YoloSettings
@@ -59,10 +60,6 @@ class InferenceOptions:
         return cls(device=select_device(yolo.device), runtime=yolo.yolo_runtime, half=yolo.yolo_half,
                    batch_size=yolo.yolo_batch_size, exports_dir=exports_dir(settings.model_dir),
                    cpu_lanes=yolo.yolo_cpu_lanes)
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 _devices: Dict[str, DeviceLanes] = {}
@@ -147,41 +144,43 @@ class LoadedModel:
         batching saves on a CPU. On a CPU with lanes, images that come alone (no other call
         waiting) are shared out among all the lanes, in runs of one shape.
         """
-        by_shape: Dict[tuple, List[int]] = {}
-        for index, image in enumerate(images):
-            by_shape.setdefault(getattr(image, "shape", None), []).append(index)
-        in_shape_order = [index for indices in by_shape.values() for index in indices]
+        def shape(index: int):
+            return getattr(images[index], "shape", None)
 
-        def work(model, indices: List[int]) -> dict:
-            results = {}
-            for shape_run in runs_of_one_shape(indices, images):
+        by_shape: Dict[tuple, List[int]] = {}
+        for index in range(len(images)):
+            by_shape.setdefault(shape(index), []).append(index)
+        in_shape_order = [index for indices in by_shape.values() for index in indices]
+        results: Dict[int, object] = {}  # image index -> its result, whichever thread made it
+
+        def work(model, indices: List[int]) -> None:
+            for _, shape_run in itertools.groupby(indices, key=shape):
+                shape_run = list(shape_run)
                 for start in range(0, len(shape_run), batch_size):
                     chunk = shape_run[start:start + batch_size]
                     outputs = model.predict([images[i] for i in chunk], device=self.device, verbose=False, **kwargs)
                     results.update(zip(chunk, outputs))
-            return results
 
-        def wide() -> dict:
-            return work(self.model, in_shape_order)
+        def wide() -> None:
+            work(self.model, in_shape_order)
+
+        def in_a_lane(lane: int, indices: List[int]) -> None:
+            if indices:
+                work(self._lane_model(lane), indices)
 
         lanes = self.threads.lanes if self.export and not self._lanes_failed else 0
         if not lanes:
-            results = self.threads.run(wide)
+            self.threads.run(wide)
         else:
-            def in_a_lane(lane: int, indices: List[int] = in_shape_order) -> dict:
-                return work(self._lane_model(lane), indices) if indices else {}
-
             shares = None
             if len(images) >= lanes:  # contiguous shares of the shape order: each lane gets few shapes
                 bounds = [k * len(images) // lanes for k in range(lanes + 1)]
                 shares = [functools.partial(in_a_lane, indices=in_shape_order[bounds[k]:bounds[k + 1]])
                           for k in range(lanes)]
             try:
-                results = self.threads.run(wide, in_a_lane, shares)
+                self.threads.run(wide, functools.partial(in_a_lane, indices=in_shape_order), shares)
             except LaneUnavailable:
-                results = self.threads.run(wide)
-            if isinstance(results, list):  # one dict per lane
-                results = {index: result for part in results for index, result in part.items()}
+                self.threads.run(wide)
         return [results[i] for i in range(len(images))]
 
     def _lane_model(self, lane: int):
@@ -208,17 +207,6 @@ class LoadedModel:
         that reaches into the model sees the one engine it was loaded with); its result or its
         exception. `work` must not call `run` itself (it would wait for itself)."""
         return self.threads.run(lambda: work(self.model))
-
-
-def runs_of_one_shape(indices: List[int], images: list) -> List[List[int]]:
-    """`indices` cut where the shape of their images changes."""
-    runs: List[List[int]] = []
-    for index in indices:
-        if runs and getattr(images[runs[-1][-1]], "shape", None) == getattr(images[index], "shape", None):
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    return runs
 
 
 class ModelRegistry:

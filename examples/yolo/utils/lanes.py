@@ -4,10 +4,8 @@ several calls side by side with a share of the cores each.
 One call alone runs fastest on an engine that spreads each layer over every core (ONNX Runtime's
 and OpenVINO's thread pools). With several calls waiting, the same cores answer more of them per
 second as separate engines of fewer threads each, running side by side: less waiting at the end
-of each layer, and one call's Python pre- and post-processing overlaps another's network. On the
-2-core benchmark machine two 1-thread ONNX Runtime engines side by side answered 1.24x the images
-per second of one 2-thread engine (yolo11n-pose, in-process), and a 1-thread engine alone took
-1.4x the time of the 2-thread one (README "Performance").
+of each layer, and one call's Python pre- and post-processing overlaps another's network (README
+"Performance": 4 clients and 8-task requests against the raw engine).
 
 So a device has a wide thread (every core: today's single inference thread) and, on a CPU,
 `YOLO_CPU_LANES` lane threads, and a call is granted one of them in arrival order:
@@ -23,12 +21,18 @@ Each thread keeps its own engines and predictors (Ultralytics' are not thread-sa
 sees few calling threads (each gets its own OpenMP pool).
 """
 
+import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, List, Optional
 
 WIDE, ALL_LANES = -1, -2  # grants of the wide thread and of every lane; a single lane's is its number
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class DeviceLanes:

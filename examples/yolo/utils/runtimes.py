@@ -44,6 +44,7 @@ import numpy as np
 
 from label_studio_ml.exceptions import MLBackendError
 from utils.files import atomic_write, content_digest, exclusive
+from utils.lanes import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ def race_in_child(path: str, directory: str) -> Dict[str, float]:
     """`race_here` in a new Python process (`python -m utils.runtimes`, which imports nothing of
     the server's own script), its log lines logged here. The serving process then holds only the
     engine that won: the others' thread pools, left in it, would take CPU time from every later
-    request (about 3% on two cores), and an engine that crashes takes down only the race."""
+    request, and an engine that crashes takes down only the race."""
     with tempfile.TemporaryDirectory(prefix="yolo-race-") as scratch:
         outcome_file = os.path.join(scratch, "outcome.json")
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -396,7 +397,7 @@ def race_conditions() -> dict:
         with open("/proc/cpuinfo") as cpuinfo:
             model_name = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
                               model_name)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     packages = ["torch", "ultralytics"] + [EXPORTS[r]["engine"] for r in EXPORTS if engine_available(r)]
     return {"cpu": model_name, "cores": cores, "versions": {p: package_version(p) for p in packages}}
 
