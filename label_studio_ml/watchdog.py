@@ -2,7 +2,9 @@
 deadline passes, unless the deadline was cancelled first.
 
 Every request body and every media download has a deadline; a `threading.Timer` each would start
-a thread per request. `WATCHDOG` serves them all from one thread, started on first use.
+a thread per request. `WATCHDOG` serves them all from one thread, started on first use and woken
+only by a deadline due sooner than the one it waits for: scheduling one more request body's
+deadline, later than those before it, costs no thread wake-up.
 """
 
 import heapq
@@ -54,7 +56,8 @@ class Watchdog:
                 thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 thread.start()
                 self._thread = thread
-            self._condition.notify()
+            elif self._heap[0][2] is deadline:  # due before what the thread waits for: wake it
+                self._condition.notify()
         return deadline
 
     def cancel(self, deadline: Deadline) -> bool:

@@ -47,6 +47,19 @@ def test_deadlines_fire_in_time_order_and_a_failing_action_stops_none_of_the_oth
     assert ran == ["first", "last"]
 
 
+def test_a_sooner_deadline_wakes_the_thread_waiting_for_a_later_one():
+    """The thread sleeps until its soonest deadline; one scheduled sooner than that must wake it
+    (later ones need not)."""
+    watchdog = Watchdog("test-watchdog")
+    watchdog.schedule(3600, lambda: None)
+    time.sleep(0.1)  # the thread now waits for the hour to pass
+    watchdog.schedule(7200, lambda: None)
+    fired = threading.Event()
+    started = time.monotonic()
+    watchdog.schedule(0.1, fired.set)
+    assert fired.wait(5) and time.monotonic() - started < 2
+
+
 def test_cancelled_deadlines_do_not_pile_up():
     watchdog = Watchdog("test-watchdog")
     for _ in range(10 * Watchdog.COMPACT_AFTER):

@@ -3,8 +3,8 @@
 Per request: the config is turned into control models (cheap), each given the request's
 `ControlContext` (project, store, settings, media access: control models never see this
 instance); the tasks are predicted in batches of `YOLO_BATCH_SIZE`: each batch's images are
-decoded (once per file, see `TaskMedia`), every control model runs its weights over them, and
-they are released before the next batch. A task whose media is missing or broken gets its own
+fetched and decoded (once per file, several files at a time: utils/task_media.py), every
+control model runs its weights over them, and they are released before the next batch. A task whose media is missing or broken gets its own
 error and the rest of the batch its predictions.
 
 Settings: the SDK's (`self.settings`, with the YOLO default `MODEL_DIR`, see `default_settings`)
@@ -14,15 +14,13 @@ and the YOLO backend's own (`self.yolo_settings`: the `yolo_settings` keyword ar
 
 import functools
 import logging
-from typing import Callable, Dict, Iterable, List, Optional, Union
-
-import numpy as np
+from typing import Iterable, List, Optional
 
 from control_models import control_models_for
 from control_models.context import ControlContext
 from interactive.cache import load_image_once
 from label_studio_ml import jobs
-from label_studio_ml.exceptions import LabelConfigError, MLBackendError, TaskDataError
+from label_studio_ml.exceptions import LabelConfigError, MLBackendError
 from label_studio_ml.isolation import TaskFailed, call_isolated, run_isolated
 from label_studio_ml.model import LabelStudioMLBase
 from label_studio_ml.response import task_error
@@ -30,72 +28,14 @@ from label_studio_ml.settings import Settings
 from training.dataset import CannotTrain
 from training.job import counts_towards_training, run_training, start_trainings
 from training.versions import ServingState, TrainedVersions
-from utils.images import load_image
-from utils.video import VideoFrames
 from utils.inference import registry
 from utils.prompts import Prompts, read_prompts
 from utils.settings import YoloSettings, default_backend_settings, default_yolo_settings
+from utils.task_media import TaskMedia
 from utils.ultralytics_env import prepare_ultralytics
+from utils.video import VideoFrames
 
 logger = logging.getLogger(__name__)
-
-
-class TaskMedia:
-    """Media of the request's tasks: each URL resolved to a local file once per request, each image
-    decoded at most once while the batch of tasks naming it is being predicted.
-
-    Decoded images are what costs memory (an 8900x8900 PNG is 240 MB), so they are held for one
-    batch at a time (`hold_only`): tasks sharing a file share one array, and an image the next
-    batch names again is kept rather than decoded again. Failures are kept for the whole request
-    (they are small) so a broken file is tried once.
-    """
-
-    def __init__(self, context: ControlContext, tasks: List[dict]):
-        self.context = context
-        self.tasks = tasks
-        self._paths: Dict[str, Union[str, MLBackendError]] = {}  # URL -> local path
-        self._images: Dict[str, Union[np.ndarray, MLBackendError]] = {}  # local path -> decoded image
-
-    def url(self, index: int, key: str) -> str:
-        data = self.tasks[index]["data"]
-        if key not in data:
-            raise TaskDataError(f"task data has no '{key}' (keys: {', '.join(map(str, data)) or 'none'})")
-        value = data[key]
-        if not isinstance(value, str):
-            raise TaskDataError(f"task data '{key}' must be a URL or path string, not {type(value).__name__}")
-        return value
-
-    def local_path(self, index: int, key: str) -> str:
-        url = self.url(index, key)
-        return _cached(self._paths, url, lambda: self.context.local_path(url, task_id=self.tasks[index].get("id")))
-
-    def image(self, index: int, key: str) -> np.ndarray:
-        path = self.local_path(index, key)
-        return _cached(self._images, path, lambda: load_image(path, self.context.yolo.max_image_pixels))
-
-    def hold_only(self, indices: Iterable[int], keys: Iterable[str]) -> None:
-        """Release the decoded images that no task of `indices` shows under `keys` (the next batch)."""
-        wanted = set()
-        for index in indices:
-            for key in keys:
-                try:
-                    wanted.add(self.local_path(index, key))
-                except MLBackendError:
-                    continue  # reported when the task's image is asked for
-        for path in [p for p, image in self._images.items() if p not in wanted and isinstance(image, np.ndarray)]:
-            del self._images[path]
-
-
-def _cached(cache: dict, key: str, make: Callable):
-    """`cache[key]`, made once; an `MLBackendError` from `make` is cached too and raised each time."""
-    if key not in cache:
-        try:
-            cache[key] = make()
-        except MLBackendError as exc:
-            cache[key] = exc
-    if isinstance(cache[key], MLBackendError):
-        raise cache[key]
-    return cache[key]
 
 
 class YOLO(LabelStudioMLBase):
@@ -198,7 +138,7 @@ class YOLO(LabelStudioMLBase):
         size = self.yolo_settings.yolo_batch_size
         for start in range(0, len(tasks), size):
             batch = range(start, min(start + size, len(tasks)))
-            media.hold_only(batch, image_keys)
+            media.load_batch(batch, image_keys)
             for control in controls:
                 if control.annotates_video:
                     self._predict_videos(control, media, batch, regions, errors)

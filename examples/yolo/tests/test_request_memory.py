@@ -4,12 +4,13 @@ Memory is measured deterministically: a spy on the decoder counts decodes and, t
 references, how many decoded images are alive at each decode (the peak that bounds memory).
 """
 
+import threading
 import weakref
 
 import pytest
 
-import model
 import synthetic
+from utils import task_media
 from yolo_helpers import box_iou, region_box_px, save_image
 
 BATCH = 4
@@ -30,23 +31,27 @@ class DecodeSpy:
         self.paths = []
         self.alive = 0
         self.peak = 0
+        self._lock = threading.Lock()  # a batch's images are decoded on several threads
 
     def __call__(self, path, max_pixels):
-        self.paths.append(path)
+        with self._lock:
+            self.paths.append(path)
         image = self.decode(path, max_pixels)
-        self.alive += 1
-        self.peak = max(self.peak, self.alive)
+        with self._lock:
+            self.alive += 1
+            self.peak = max(self.peak, self.alive)
         weakref.finalize(image, self._released)
         return image
 
     def _released(self):
-        self.alive -= 1
+        with self._lock:
+            self.alive -= 1
 
 
 @pytest.fixture
 def decodes(monkeypatch):
-    spy = DecodeSpy(model.load_image)
-    monkeypatch.setattr(model, "load_image", spy)
+    spy = DecodeSpy(task_media.load_image)
+    monkeypatch.setattr(task_media, "load_image", spy)
     return spy
 
 

@@ -142,7 +142,9 @@ class LoadedModel:
         Images are grouped by shape first: Ultralytics letterboxes a batch of equal shapes to the
         smallest padded size, but pads a mixed batch to a full square, which costs more than
         batching saves on a CPU. On a CPU with lanes, images that come alone (no other call
-        waiting) are shared out among all the lanes, in runs of one shape.
+        waiting) are dealt out among all the lanes like cards, in shape order, so that the lanes
+        get equal work and finish together (a lane of all the larger images would leave the
+        others idle at the end).
         """
         def shape(index: int):
             return getattr(images[index], "shape", None)
@@ -173,10 +175,8 @@ class LoadedModel:
             self.threads.run(wide)
         else:
             shares = None
-            if len(images) >= lanes:  # contiguous shares of the shape order: each lane gets few shapes
-                bounds = [k * len(images) // lanes for k in range(lanes + 1)]
-                shares = [functools.partial(in_a_lane, indices=in_shape_order[bounds[k]:bounds[k + 1]])
-                          for k in range(lanes)]
+            if len(images) >= lanes:  # dealt out in shape order: each lane gets as many of each shape
+                shares = [functools.partial(in_a_lane, indices=in_shape_order[k::lanes]) for k in range(lanes)]
             try:
                 self.threads.run(wide, functools.partial(in_a_lane, indices=in_shape_order), shares)
             except LaneUnavailable:
