@@ -332,10 +332,11 @@ def ultralytics_logger() -> logging.Logger:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from label_studio_ml.wsgi import configure_logging
-    from utils.settings import backend_settings
+    from utils.settings import backend_settings, default_yolo_settings
 
-    try:
+    try:  # both read now, so that a bad variable is reported before anything is done
         settings = backend_settings()
+        default_yolo_settings()
     except ValueError as exc:  # an environment variable that does not parse, named
         print(f"error: {exc}", file=sys.stderr)
         return 2

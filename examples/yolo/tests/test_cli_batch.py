@@ -128,6 +128,16 @@ def test_unreachable_label_studio_is_one_clear_line():
     assert done.stderr.startswith("error: cannot reach Label Studio at http://127.0.0.1:9") and "Traceback" not in done.stderr
 
 
+def test_a_backend_variable_that_does_not_parse_is_one_clear_line_before_anything_is_done():
+    """The YOLO backend's own variables are read up front too (they were read only once the tasks
+    were fetched, and a bad one ended in a traceback)."""
+    done = subprocess.run([sys.executable, cli.__file__, "--ls-url", "http://127.0.0.1:9", "--ls-api-key", "k",
+                           "--project", "1", "--tasks", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO_ROOT, "YOLO_BATCH_SIZE": "many"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "YOLO_BATCH_SIZE" in done.stderr, done.stderr
+
+
 DETECTION_CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
                     'model_path="shapes-det.pt"><Label value="circle"/><Label value="square"/>'
                     '<Label value="triangle"/></RectangleLabels></View>')
