@@ -53,10 +53,15 @@ def test_a_sooner_deadline_wakes_the_thread_waiting_for_a_later_one():
     watchdog = Watchdog("test-watchdog")
     watchdog.schedule(3600, lambda: None)
     time.sleep(0.1)  # the thread now waits for the hour to pass
+    notified = []
+    notify = watchdog._condition.notify
+    watchdog._condition.notify = lambda *args: (notified.append(args), notify(*args))
     watchdog.schedule(7200, lambda: None)
+    assert notified == [], "a later deadline woke the thread for nothing"
     fired = threading.Event()
     started = time.monotonic()
     watchdog.schedule(0.1, fired.set)
+    assert len(notified) == 1
     assert fired.wait(5) and time.monotonic() - started < 2
 
 

@@ -4,8 +4,8 @@ Per request: the config is turned into control models (cheap), each given the re
 `ControlContext` (project, store, settings, media access: control models never see this
 instance); the tasks are predicted in batches of `YOLO_BATCH_SIZE`: each batch's images are
 fetched and decoded (once per file, several files at a time: utils/task_media.py), every
-control model runs its weights over them, and they are released before the next batch. A task whose media is missing or broken gets its own
-error and the rest of the batch its predictions.
+control model runs its weights over them, and they are released before the next batch. A task
+whose media is missing or broken gets its own error and the rest of the batch its predictions.
 
 Settings: the SDK's (`self.settings`, with the YOLO default `MODEL_DIR`, see `default_settings`)
 and the YOLO backend's own (`self.yolo_settings`: the `yolo_settings` keyword argument, e.g.
@@ -129,21 +129,21 @@ class YOLO(LabelStudioMLBase):
         controls = [control for control in self.control_models(serving=self.serving)
                     if not control.prompt_only and control.is_usable()]
         version = str(self.model_version)
-        media = TaskMedia(self.context, tasks)
         image_keys = {control.value for control in controls if not control.annotates_video}
         regions: List[list] = [[] for _ in tasks]
         errors: List[Optional[str]] = [None] * len(tasks)
 
         # Batch by batch, so a request of many tasks holds one batch of decoded images at a time.
         size = self.yolo_settings.yolo_batch_size
-        for start in range(0, len(tasks), size):
-            batch = range(start, min(start + size, len(tasks)))
-            media.load_batch(batch, image_keys)
-            for control in controls:
-                if control.annotates_video:
-                    self._predict_videos(control, media, batch, regions, errors)
-                else:
-                    self._predict_images(control, media, batch, regions, errors)
+        with TaskMedia(self.context, tasks) as media:
+            for start in range(0, len(tasks), size):
+                batch = range(start, min(start + size, len(tasks)))
+                media.load_batch(batch, image_keys)
+                for control in controls:
+                    if control.annotates_video:
+                        self._predict_videos(control, media, batch, regions, errors)
+                    else:
+                        self._predict_images(control, media, batch, regions, errors)
 
         return [self._prediction(version, task_regions, error) for task_regions, error in zip(regions, errors)]
 

@@ -31,7 +31,9 @@ class DecodeSpy:
         self.paths = []
         self.alive = 0
         self.peak = 0
-        self._lock = threading.Lock()  # a batch's images are decoded on several threads
+        # a batch's images are decoded on several threads; re-entrant: `_released` may run inside a
+        # `with self._lock` of the same thread when the garbage collector frees an image there
+        self._lock = threading.RLock()
 
     def __call__(self, path, max_pixels):
         with self._lock:

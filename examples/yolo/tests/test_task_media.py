@@ -2,7 +2,10 @@
 file once, each failure reported to the tasks that name the file (test_request_memory.py: one
 batch of images held at a time, through /predict)."""
 
+import os
+import signal
 import threading
+import time
 from types import SimpleNamespace
 
 import cv2
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 
 from label_studio_ml.exceptions import MLBackendError, TaskDataError
+from utils import task_media
 from utils.task_media import TaskMedia
 
 
@@ -32,6 +36,8 @@ class MediaSource:
         name = url.split("/", 1)[1]
         if name.startswith("missing"):
             raise MLBackendError(f"{name}: 404 from Label Studio")
+        if name.startswith("crash"):
+            raise RuntimeError("disk full")
         return str(self.directory / name)
 
 
@@ -66,9 +72,11 @@ def test_each_failure_is_its_tasks_own_and_the_rest_of_the_batch_loads(images):
     source = MediaSource(images)
     tasks = tasks_showing("a.png", "missing.png", "broken.png", "a.png", "b.png")
     tasks.append({"id": 5, "data": {"video": "u/a.png"}})
+    tasks += tasks_showing("crash.png")  # an unexpected error: raised again when its task asks
     media = TaskMedia(context(source), tasks)
-    media.load_batch(range(6), ["image"])
-    assert sorted(source.fetched) == ["u/a.png", "u/b.png", "u/broken.png", "u/missing.png"]  # a.png once
+    media.load_batch(range(7), ["image"])
+    assert sorted(set(source.fetched)) == ["u/a.png", "u/b.png", "u/broken.png", "u/crash.png", "u/missing.png"]
+    assert source.fetched.count("u/a.png") == 1 and source.fetched.count("u/missing.png") == 1
     assert media.image(0, "image") is media.image(3, "image")  # one array for the tasks sharing a file
     assert int(media.image(4, "image")[0, 0, 0]) == 120
     with pytest.raises(MLBackendError, match="404"):
@@ -77,5 +85,45 @@ def test_each_failure_is_its_tasks_own_and_the_rest_of_the_batch_loads(images):
         media.image(2, "image")
     with pytest.raises(TaskDataError, match="no 'image'"):
         media.image(5, "image")
-    assert sorted(source.fetched) == ["u/a.png", "u/b.png", "u/broken.png", "u/missing.png"]  # failures tried once
+    with pytest.raises(RuntimeError, match="disk full"):
+        media.image(6, "image")
+    assert source.fetched.count("u/missing.png") == 1 and source.fetched.count("u/broken.png") == 1  # tried once
 
+
+def test_a_batch_loads_on_its_own_thread_while_every_media_thread_is_held_by_others(images):
+    """Other requests' downloads that hang hold all the media threads: this batch's files are
+    loaded by the request's own thread all the same, not after theirs."""
+    pool = task_media.media_threads()
+    release = threading.Event()
+    holding = [pool.submit(release.wait, 30) for _ in range(pool._max_workers)]
+    try:
+        media = TaskMedia(context(MediaSource(images)), tasks_showing("a.png", "b.png", "c.png"))
+        loader = threading.Thread(target=media.load_batch, args=(range(3), ["image"]))
+        loader.start()
+        loader.join(20)
+        assert not loader.is_alive(), "the batch waited for the busy media threads"
+        assert [int(media.image(i, "image")[0, 0, 0]) for i in range(3)] == [40, 120, 200]
+    finally:
+        release.set()
+    assert all(future.result() for future in holding)
+
+
+def test_a_forked_child_loads_with_media_threads_of_its_own(images):
+    """A gunicorn worker or RQ work horse forked from a process that had loaded media: the
+    parent's media threads are not in the child."""
+    TaskMedia(context(MediaSource(images)), tasks_showing("a.png", "b.png")).load_batch(range(2), ["image"])
+    pid = os.fork()
+    if pid == 0:
+        try:
+            media = TaskMedia(context(MediaSource(images, together=2)), tasks_showing("b.png", "c.png"))
+            media.load_batch(range(2), ["image"])  # the barrier: both files at once, so a media thread took one
+            os._exit(0 if int(media.image(1, "image")[0, 0, 0]) == 200 else 1)
+        except BaseException:
+            os._exit(1)
+    deadline = time.monotonic() + 20
+    while (finished := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if finished[0] == 0:  # hung waiting for threads the fork did not copy
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert finished[0] == pid and os.waitstatus_to_exitcode(finished[1]) == 0

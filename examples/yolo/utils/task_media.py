@@ -3,17 +3,20 @@
 Each URL is resolved to a local file (downloaded if need be) once per request, and each image
 decoded at most once while the batch of tasks naming it is being predicted. Decoded images are
 what costs memory (an 8900x8900 PNG is 240 MB), so only one batch's are held: tasks sharing a
-file share one array, and an image the next batch names again is kept rather than decoded again.
+file share one array, and an image the next batch names again is kept rather than decoded again;
+the last batch's are released when the request is done with its media (`with TaskMedia(...)`).
 Failures are kept for the whole request (they are small), so a broken file is tried once, and
 reported to each task that names it when it asks for it.
 
-A batch's files are fetched and decoded side by side on the process's media threads: downloads
-wait on the network, and decoding (OpenCV, without the GIL) uses the cores the model is not yet
-using; a batch of one file is loaded on the request's own thread.
+A batch's files are fetched, then decoded, side by side: the request's own thread works through
+them, and the process's media threads that are free help (downloads wait on the network; OpenCV
+decodes without holding Python's lock, so a request that comes alone decodes on every core before
+its model runs). A request never waits for media threads that other requests' slow downloads hold.
 """
 
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -37,12 +40,31 @@ def media_threads() -> ThreadPoolExecutor:
         return _loader
 
 
+def _forget_media_threads() -> None:
+    """In a forked child (a gunicorn worker, an RQ work horse): the parent's threads are not there."""
+    global _loader, _loader_lock
+    _loader, _loader_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+    os.register_at_fork(after_in_child=_forget_media_threads)
+
+
 class TaskMedia:
     def __init__(self, context: ControlContext, tasks: List[dict]):
         self.context = context
         self.tasks = tasks
         self._paths: Dict[str, Union[str, MLBackendError]] = {}  # URL -> local path
         self._images: Dict[str, Union[np.ndarray, MLBackendError]] = {}  # local path -> decoded image
+
+    def __enter__(self) -> "TaskMedia":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Release everything now: a cached error's traceback refers back to these caches, so
+        without this the last batch's images would wait for Python's cycle collector."""
+        self._paths.clear()
+        self._images.clear()
 
     def url(self, index: int, key: str) -> str:
         data = self.tasks[index]["data"]
@@ -82,8 +104,8 @@ class TaskMedia:
     def _path_or_none(self, index: int, key: str) -> Optional[str]:
         try:
             return self.local_path(index, key)
-        except MLBackendError:
-            return None  # reported when the task's image is asked for
+        except Exception:  # noqa: BLE001 - reported to the task when it asks for its image
+            return None
 
 
 def _one_each(pairs: List[Tuple[int, str]], name: Callable[[int, str], Optional[str]]) -> List[Tuple[int, str]]:
@@ -97,20 +119,29 @@ def _one_each(pairs: List[Tuple[int, str]], name: Callable[[int, str], Optional[
 
 
 def _side_by_side(load: Callable[[Tuple[int, str]], object], pairs: List[Tuple[int, str]]) -> None:
-    """`load(pair)` for each of `pairs`, on the media threads when there are several. What fails is
-    left for the task that asks for it again: an `MLBackendError` is cached by then (`_cached`),
-    anything else is raised again then, in that task's own isolation."""
-    def quietly(pair):
-        try:
-            load(pair)
-        except Exception:  # noqa: BLE001 - see above
-            pass
+    """`load(pair)` for each of `pairs`: the calling thread takes one pair after another, and free
+    media threads take pairs too, so the call ends when its own thread has got through them, or
+    sooner with help, never later waiting for a busy media thread. What fails is left for the task
+    that asks for it again: an `MLBackendError` is cached by then (`_cached`), anything else is
+    raised again then, in that task's own isolation (model.py)."""
+    remaining = iter(pairs)
+    taking = threading.Lock()
 
-    if len(pairs) < 2:
-        for pair in pairs:
-            quietly(pair)
-    else:
-        list(media_threads().map(quietly, pairs))
+    def take_until_none_left() -> None:
+        while True:
+            with taking:
+                pair = next(remaining, None)
+            if pair is None:
+                return
+            try:
+                load(pair)
+            except Exception:  # noqa: BLE001 - see above
+                pass
+
+    helpers = [media_threads().submit(take_until_none_left) for _ in pairs[1:]]
+    take_until_none_left()
+    # One that has not started has nothing left to take (cancelled); those that started finish the pair they took.
+    wait([helper for helper in helpers if not helper.cancel()])
 
 
 def _cached(cache: dict, key: str, make: Callable):
