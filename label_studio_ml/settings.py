@@ -18,6 +18,11 @@ from typing import Mapping, Optional
 from .parsing import parse_bool
 
 
+class SettingsError(ValueError):
+    """A setting (an environment variable) whose value cannot be used; the message names it and
+    says what it must be, so it is all a user needs to see (no traceback)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     # where state lives
@@ -70,7 +75,7 @@ class Settings:
         object.__setattr__(self, "label_studio_api_key", (self.label_studio_api_key or "").strip())
         object.__setattr__(self, "cache_type", self.cache_type.strip().lower())
         if self.cache_type not in ("sqlite", "redis"):
-            raise ValueError(f"CACHE_TYPE must be 'sqlite' or 'redis', not {self.cache_type!r}")
+            raise SettingsError(f"CACHE_TYPE must be 'sqlite' or 'redis', not {self.cache_type!r}")
 
     @property
     def media_cache_path(self) -> str:
@@ -81,7 +86,7 @@ class Settings:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "Settings":
         """Settings from `environ` (default `os.environ`): a variable that is unset or empty keeps
         the field's default; `overrides` (field names) win over both. A value that does not parse
-        is a ValueError naming the variable."""
+        is a `SettingsError` (a ValueError) naming the variable."""
         return cls(**{**read_fields(cls, os.environ if environ is None else environ), **overrides})
 
     def replace(self, **changes) -> "Settings":
@@ -126,7 +131,7 @@ def read_fields(settings_class, environ: Mapping[str, str], names: Optional[Mapp
             else:
                 values[item.name] = raw
         except ValueError:
-            raise ValueError(f"{variables[0]}={raw!r} is not a valid {type(default).__name__}") from None
+            raise SettingsError(f"{variables[0]}={raw!r} is not a valid {type(default).__name__}") from None
     return values
 
 

@@ -15,7 +15,7 @@ import sys
 from typing import Callable, List, Optional, Type, Union
 
 from .parsing import parse_scalar
-from .settings import Settings, default_settings
+from .settings import Settings, SettingsError, default_settings
 
 LOG_FORMAT = "[%(asctime)s] [%(levelname)s] [%(name)s::%(funcName)s::%(lineno)d] %(message)s"
 BASE_CLASS_NAME = "LabelStudioMLBase"
@@ -70,6 +70,18 @@ def find_model_class(reference: str) -> Type:
                           f"keep one, or name the one to serve in _wsgi.py (MODEL = \"{module_name}:ClassName\")")
 
 
+def app_for_gunicorn(make_app: Callable):
+    """`make_app()`, in a gunicorn worker: a setting the app cannot use (`SettingsError`, e.g. a
+    backend's own variable read when its app is built) stops gunicorn with that message alone
+    ("App failed to load"), instead of a traceback of the worker and "Worker failed to boot"."""
+    try:
+        return make_app()
+    except SettingsError as exc:
+        from gunicorn.errors import AppImportError
+
+        raise AppImportError(str(exc)) from None
+
+
 def parse_kwargs(pairs: List[str]) -> dict:
     """`["a=1", "b=true", "c=x"]` -> `{"a": 1, "b": True, "c": "x"}`."""
     kwargs = {}
@@ -121,7 +133,7 @@ def serve_with_gunicorn(make_app: Callable, host: str, port: int, log_level: str
                 self.cfg.set(key, value)
 
         def load(self):
-            return make_app()
+            return app_for_gunicorn(make_app)
 
     ModelServer().run()
 
@@ -154,7 +166,10 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
                                 basic_auth_user=args.basic_auth_user, basic_auth_pass=args.basic_auth_pass)
     configure_logging(settings.log_level)
     if args.check:
-        model(project_id="", label_config=None, settings=settings, **kwargs)
+        try:
+            model(project_id="", label_config=None, settings=settings, **kwargs)
+        except SettingsError as exc:
+            sys.exit(f"error: {exc}")
         logger.info("%s instance created: check passed", model.__name__)
         return
 
@@ -165,6 +180,10 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
         return app
 
     if args.debug or os.name != "posix":
-        make_app().run(host=settings.host, port=settings.port, debug=settings.debug, threaded=True, use_reloader=False)
+        try:
+            app = make_app()
+        except SettingsError as exc:
+            sys.exit(f"error: {exc}")
+        app.run(host=settings.host, port=settings.port, debug=settings.debug, threaded=True, use_reloader=False)
     else:
         serve_with_gunicorn(make_app, settings.host, settings.port, settings.log_level)

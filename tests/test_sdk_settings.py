@@ -8,7 +8,8 @@ import pytest
 from label_studio_ml.admission import gate_from_settings, server_threads
 from label_studio_ml.api import init_app
 from label_studio_ml.model import LabelStudioMLBase
-from label_studio_ml.settings import Settings
+from label_studio_ml.settings import Settings, SettingsError
+from label_studio_ml.wsgi import app_for_gunicorn
 
 
 def test_variables_are_read_by_field_name_then_aliases():
@@ -40,8 +41,23 @@ def test_empty_variables_keep_the_defaults_and_overrides_win():
 @pytest.mark.parametrize("name, value", [("PREDICT_CONCURRENCY", "four"), ("BACKGROUND_JOBS", "maybe"),
                                          ("REQUEST_BODY_TIMEOUT", "soon"), ("CACHE_TYPE", "memcached")])
 def test_a_value_that_does_not_parse_names_its_variable(name, value):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_settings_error_while_building_the_app_is_gunicorns_app_load_error():
+    """gunicorn prints an AppImportError's message alone and stops ("App failed to load"); any other
+    error of the app's code keeps its traceback."""
+    from gunicorn.errors import AppImportError
+
+    def bad_setting():
+        Settings.from_env({"JOB_RETRIES": "twice"})
+
+    with pytest.raises(AppImportError, match="^JOB_RETRIES='twice' is not a valid int$"):
+        app_for_gunicorn(bad_setting)
+    with pytest.raises(KeyError):
+        app_for_gunicorn(lambda: {}["missing"])
+    assert issubclass(SettingsError, ValueError)
 
 
 def test_media_cache_path_and_paths_are_absolute(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional, Tuple
 
-from label_studio_ml.settings import Settings, read_fields
+from label_studio_ml.settings import Settings, SettingsError, read_fields
 
 YOLO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_DIR = os.path.join(YOLO_DIR, "data", "server")
@@ -69,7 +69,7 @@ class YoloSettings:
         object.__setattr__(self, "yolo_runtime", self.yolo_runtime.strip().lower())
         object.__setattr__(self, "prediction_score", self.prediction_score.strip().lower())
         if self.prediction_score not in PREDICTION_SCORES:
-            raise ValueError(f"PREDICTION_SCORE must be one of {', '.join(PREDICTION_SCORES)}, "
+            raise SettingsError(f"PREDICTION_SCORE must be one of {', '.join(PREDICTION_SCORES)}, "
                              f"not {self.prediction_score!r}")
         object.__setattr__(self, "yolo_batch_size", max(1, self.yolo_batch_size))
         object.__setattr__(self, "video_progress_frames", max(1, self.video_progress_frames))
@@ -78,7 +78,8 @@ class YoloSettings:
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "YoloSettings":
         """Settings from `environ` (default `os.environ`): a variable that is unset or empty keeps
-        the field's default; `overrides` (field names) win over both."""
+        the field's default; `overrides` (field names) win over both. A value that cannot be used
+        is a `SettingsError` naming the variable."""
         return cls(**{**read_fields(cls, os.environ if environ is None else environ, names={}), **overrides})
 
     def replace(self, **changes) -> "YoloSettings":
