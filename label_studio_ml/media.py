@@ -26,6 +26,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+try:
+    import fcntl
+except ImportError:  # Windows: downloads take turns within a process only
+    fcntl = None
+
 from .exceptions import FailedDependency, MLBackendError, NotFound, PayloadTooLarge, TaskDataError
 from .settings import Settings
 from .watchdog import WATCHDOG
@@ -354,7 +359,9 @@ def prune_media_cache(cache_dir: str, max_bytes: int) -> int:
     `max_bytes`; return bytes freed. Directories left empty are removed."""
     with _prune_lock:
         entries = []
-        for folder, _, names in os.walk(cache_dir):
+        for folder, subfolders, names in os.walk(cache_dir):
+            if folder == cache_dir and LOCKS_FOLDER in subfolders:
+                subfolders.remove(LOCKS_FOLDER)  # another process may hold one
             for name in names:
                 path = os.path.join(folder, name)
                 try:
@@ -421,8 +428,9 @@ _upload_routes = _UploadRoutes()
 class _FileLocks:
     """The SDK writes a download straight to its cache path and takes any existing path for a cache
     hit: a second thread asking for the same file meanwhile would read it half written. So the
-    lookups and downloads of one file take turns within the process, while other files go their
-    way; a file's lock lives while a thread holds or waits for it."""
+    lookups and downloads of one file take turns within the process (and, through
+    `_held_across_processes`, with other processes), while other files go their way; a file's lock
+    lives while a thread holds or waits for it."""
 
     def __init__(self):
         self._guard = threading.Lock()
@@ -444,6 +452,39 @@ class _FileLocks:
 
 
 _file_locks = _FileLocks()
+
+LOCKS_FOLDER = ".locks"  # in the media cache: the lock files of downloads under way
+
+
+@contextmanager
+def _held_across_processes(lock_dir: str, key: str):
+    """Hold the file lock of `key` (a cached file) against other processes sharing the media cache:
+    gunicorn's workers and RQ workers (what `_FileLocks` does for the threads of one process). The
+    lock file is removed by its holder when done, so lock files do not pile up; a process that
+    opened it before the removal finds, once it has the lock, that the path is gone or another file,
+    and locks the new one."""
+    if fcntl is None:
+        yield
+        return
+    os.makedirs(lock_dir, exist_ok=True)
+    path = os.path.join(lock_dir, hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass  # removed by the holder we waited for
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.unlink(path)
+        os.close(fd)
 
 
 def _is_local_path(url: str) -> bool:
@@ -490,7 +531,9 @@ def get_local_path(
 
     def fetch(session, target, force_refresh=False):
         effective = _tokens.access_token(base_url, token, _timeout(settings), force=force_refresh) if pat else token
-        with _file_locks.held((target_dir, target)), ls_io.http_session(session):
+        with _file_locks.held((target_dir, target)), \
+                _held_across_processes(os.path.join(cache_dir, LOCKS_FOLDER), f"{target_dir}\0{target}"), \
+                ls_io.http_session(session):
             return ls_io.get_local_path(
                 target, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,

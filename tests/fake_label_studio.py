@@ -24,7 +24,7 @@ def make_fake_label_studio():
     app = Flask("fake-label-studio")
     state = {"valid_access": set(), "refreshes": 0, "downloads": 0, "predictions": [], "fail_uploads": 0,
              "annotations": {}, "tasks": {}, "projects": {}, "reads": 0, "prediction_ids": itertools.count(1),
-             "public_requests": [], "release_slow": threading.Event(),
+             "public_requests": [], "release_slow": threading.Event(), "release_trickle": threading.Event(),
              "slow_seconds": 3}
     app.config["state"] = state
 
@@ -163,6 +163,12 @@ def make_fake_label_studio():
         state["public_requests"].append(name)
         if name == "slow.png":
             state["release_slow"].wait(state["slow_seconds"])  # or until a test releases it
+        if name == "trickle.png":  # half the file, then the rest once a test releases it
+            def halves():
+                yield PNG_BYTES[:len(PNG_BYTES) // 2]
+                state["release_trickle"].wait(30)
+                yield PNG_BYTES[len(PNG_BYTES) // 2:]
+            return Response(halves(), mimetype="image/png", headers={"Content-Length": str(len(PNG_BYTES))})
         if name == "huge.png":
             return Response(b"0" * 2048, mimetype="image/png")
         return Response(PNG_BYTES, mimetype="image/png")

@@ -1,13 +1,15 @@
 """Task media: local paths, Label Studio uploads with legacy and personal tokens, errors, cache bounds."""
 
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from helpers import serve_in_thread
+from helpers import REPO_ROOT, serve_in_thread, wait_until
 from fake_label_studio import LEGACY_TOKEN, PNG_BYTES, make_fake_label_studio, personal_access_token
 from label_studio_ml import media
 from label_studio_ml.api import init_app
@@ -92,6 +94,43 @@ def test_a_slow_download_holds_up_only_the_threads_that_want_the_same_file(fake_
         state["release_slow"].set()
         assert read(slow.result()) == PNG_BYTES
     assert media._file_locks._locks == {}, "no lock is kept for files nobody asks for"
+
+
+FETCH_IN_A_PROCESS = """
+import sys
+from label_studio_ml import media
+from label_studio_ml.settings import Settings
+path = media.get_local_path(Settings(model_dir=sys.argv[1]), sys.argv[2])
+with open(path, "rb") as f:
+    print(len(f.read()))
+"""
+
+
+def test_one_file_asked_for_by_two_processes_is_downloaded_once_and_whole(fake_ls, model_dir):
+    """gunicorn's workers and RQ workers share the media cache: a process asking for a file that
+    another is downloading waits for it (it took the half-written file for a cache hit)."""
+    base, state, _ = fake_ls
+    url = base + "/public/trickle.png"
+    args = [sys.executable, "-c", FETCH_IN_A_PROCESS, str(model_dir), url]
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
+    second = None
+    try:
+        wait_until(lambda: state["public_requests"], timeout=60)
+        time.sleep(0.5)  # the first half is in the cache file
+        second = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            second.wait(timeout=5)  # waits for the download under way
+        state["release_trickle"].set()
+        answers = [process.communicate(timeout=60)[0].strip() for process in (first, second)]
+    finally:
+        state["release_trickle"].set()
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+    assert answers == [str(len(PNG_BYTES))] * 2
+    assert state["public_requests"] == ["trickle.png"]
+    assert os.listdir(os.path.join(model_dir, "media-cache", media.LOCKS_FOLDER)) == []
 
 
 def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls):
