@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
@@ -65,19 +65,21 @@ def benchmark_images(directory: str, count: int) -> list:
     return paths
 
 
-def interleaved_rounds(runs: Dict[str, Callable[[], None]], images: int, rounds: int) -> Dict[str, list]:
+def interleaved_rounds(runs: Dict[str, Callable[[], Optional[float]]], images: int, rounds: int) -> Dict[str, list]:
     """Seconds per image of each of `runs` (each handles `images` images) in each round, after one
     untimed warm-up each (new batch sizes and shapes make engines build new kernels the first
     time). The runs take turns round after round, so that a machine growing slower or faster
-    meanwhile (a shared VM does) weighs on the raw figures and ours alike."""
+    meanwhile (a shared VM does) weighs on the raw figures and ours alike. A run that does work of
+    its own around what it measures times itself: it returns the seconds that count."""
     for run in runs.values():
         run()
     timings: Dict[str, list] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
             started = time.perf_counter()
-            run()
-            timings[name].append((time.perf_counter() - started) / images)
+            timed_itself = run()
+            seconds = time.perf_counter() - started if timed_itself is None else timed_itself
+            timings[name].append(seconds / images)
     return timings
 
 
@@ -85,7 +87,7 @@ def medians(rounds: Dict[str, list]) -> Dict[str, float]:
     return {name: statistics.median(values) for name, values in rounds.items()}
 
 
-def interleaved_per_image(runs: Dict[str, Callable[[], None]], images: int, rounds: int) -> Dict[str, float]:
+def interleaved_per_image(runs: Dict[str, Callable[[], Optional[float]]], images: int, rounds: int) -> Dict[str, float]:
     """Median seconds per image of each of `runs` over `interleaved_rounds`."""
     return medians(interleaved_rounds(runs, images, rounds))
 
@@ -108,11 +110,15 @@ def raw_runs(weights: str, runtime: str, paths: list, device: str, model_dir: st
     on this device."""
     model = LoadedModel(weights, device, runtime, exports_dir(model_dir)).model
     same_size = [group[i:i + 8] for group in (paths[0::2], paths[1::2]) for i in range(0, len(group), 8)]
-    return {
-        f"raw {runtime}": lambda: [model.predict(p, conf=0.5, device=device, verbose=False) for p in paths],
-        f"raw {runtime} batched": lambda: [model.predict(batch, conf=0.5, device=device, verbose=False)
-                                           for batch in same_size],
-    }
+    def one_per_call() -> None:
+        for path in paths:
+            model.predict(path, conf=0.5, device=device, verbose=False)
+
+    def batched() -> None:
+        for batch in same_size:
+            model.predict(batch, conf=0.5, device=device, verbose=False)
+
+    return {f"raw {runtime}": one_per_call, f"raw {runtime} batched": batched}
 
 
 def seconds_in_app(base: str, session) -> Tuple[int, float]:
@@ -122,14 +128,14 @@ def seconds_in_app(base: str, session) -> Tuple[int, float]:
     return (figures["requests"], figures["latency_seconds"]["mean"] * figures["requests"]) if figures else (0, 0.0)
 
 
-def served_runs(base: str, tasks: list, config: str, clients: int, in_app: list) -> Dict[str, Callable[[], None]]:
+def served_runs(base: str, tasks: list, config: str, clients: int, in_app: list) -> Dict[str, Callable[[], Optional[float]]]:
     """`/predict`: sequential one task per request, 8 tasks per request, `clients` concurrent
     clients of one task per request, sent by `LeanClient`s (bodies encoded beforehand, one
     kept-alive connection per client and run: the figures are the server's, not TCP set-up's or a
     client library's); and the sequential requests again from `requests` (the library Label
     Studio's ML client uses), which shows what a heavier client costs on this machine. Each
     sequential round appends to `in_app` the seconds per request spent inside the app (the rest is
-    HTTP and the client)."""
+    HTTP and the client), read from `/metrics` before and after its requests, outside its timing."""
     session = requests.Session()
     one_each = [predict_body([task], config) for task in tasks]
     eights = [predict_body(tasks[start:start + 8], config) for start in range(0, len(tasks), 8)]
@@ -140,11 +146,14 @@ def served_runs(base: str, tasks: list, config: str, clients: int, in_app: list)
                 status, answer = client.post("/predict", body)
                 assert status == 200, answer[:300]
 
-    def sequential():
-        before = seconds_in_app(base, session)
+    def sequential() -> float:
+        before = seconds_in_app(base, session)  # untimed: only the requests count
+        started = time.perf_counter()
         post_all(one_each)
+        seconds = time.perf_counter() - started
         after = seconds_in_app(base, session)
         in_app.append((after[1] - before[1]) / (after[0] - before[0]))
+        return seconds
 
     def with_requests():
         for task in tasks:
