@@ -14,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import unquote, urlparse
@@ -483,7 +483,8 @@ def _held_across_processes(lock_dir: str, key: str):
     try:
         yield
     finally:
-        os.unlink(path)
+        with suppress(OSError):  # gone with the whole cache folder: nothing left to clean
+            os.unlink(path)
         os.close(fd)
 
 
