@@ -360,7 +360,7 @@ def prune_media_cache(cache_dir: str, max_bytes: int) -> int:
     with _prune_lock:
         entries = []
         for folder, subfolders, names in os.walk(cache_dir):
-            if folder == cache_dir and LOCKS_FOLDER in subfolders:
+            if LOCKS_FOLDER in subfolders:
                 subfolders.remove(LOCKS_FOLDER)  # another process may hold one
             for name in names:
                 path = os.path.join(folder, name)
@@ -456,35 +456,69 @@ _file_locks = _FileLocks()
 LOCKS_FOLDER = ".locks"  # in the media cache: the lock files of downloads under way
 
 
+_lock_fds_held: set = set()  # descriptors of the lock files this process holds
+
+
+def _close_inherited_lock_fds() -> None:
+    """In a forked child (Ultralytics' data loaders fork during a training in the serving
+    process): a lock belongs to the open file that the child shares, so the child's copies are
+    closed, else the parent's downloads would stay locked until the child exits."""
+    for fd in _lock_fds_held:
+        with suppress(OSError):
+            os.close(fd)
+    _lock_fds_held.clear()
+
+
+if fcntl is not None:
+    os.register_at_fork(after_in_child=_close_inherited_lock_fds)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _lock_file(path: str) -> int:
+    """The descriptor of `path`, locked, once `path` is still that file (see `_held_across_processes`)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        except FileNotFoundError:  # the cache folder was removed meanwhile
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed or replaced by the holder we waited for: lock the file there now
+
+
 @contextmanager
 def _held_across_processes(lock_dir: str, key: str):
     """Hold the file lock of `key` (a cached file) against other processes sharing the media cache:
     gunicorn's workers and RQ workers (what `_FileLocks` does for the threads of one process). The
     lock file is removed by its holder when done, so lock files do not pile up; a process that
     opened it before the removal finds, once it has the lock, that the path is gone or another file,
-    and locks the new one."""
+    and locks the file there now."""
     if fcntl is None:
         yield
         return
     os.makedirs(lock_dir, exist_ok=True)
     path = os.path.join(lock_dir, hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
-    while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break
-        except FileNotFoundError:
-            pass  # removed by the holder we waited for
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+    fd = _lock_file(path)
+    _lock_fds_held.add(fd)
     try:
         yield
     finally:
-        with suppress(OSError):  # gone with the whole cache folder: nothing left to clean
-            os.unlink(path)
+        if _same_file(fd, path):  # not a file another process locked after the folder was removed
+            with suppress(OSError):
+                os.unlink(path)
+        _lock_fds_held.discard(fd)
         os.close(fd)
 
 

@@ -154,7 +154,10 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
             model = find_model_class(model)
         except ModelClassError as exc:
             sys.exit(f"error: {exc}")
-    settings = model.default_settings()
+    try:
+        settings = model.default_settings()
+    except SettingsError as exc:
+        sys.exit(f"error: {exc}")
     parser = build_parser(model.__name__, settings)
     args = parser.parse_args(argv)
     try:

@@ -100,7 +100,9 @@ FETCH_IN_A_PROCESS = """
 import sys
 from label_studio_ml import media
 from label_studio_ml.settings import Settings
-path = media.get_local_path(Settings(model_dir=sys.argv[1]), sys.argv[2])
+settings = Settings(model_dir=sys.argv[1])
+print("asking", flush=True)
+path = media.get_local_path(settings, sys.argv[2])
 with open(path, "rb") as f:
     print(len(f.read()))
 """
@@ -119,10 +121,11 @@ def test_one_file_asked_for_by_two_processes_is_downloaded_once_and_whole(fake_l
         wait_until(lambda: state["public_requests"], timeout=60)
         time.sleep(0.5)  # the first half is in the cache file
         second = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
+        assert second.stdout.readline().strip() == "asking"
         with pytest.raises(subprocess.TimeoutExpired):
             second.wait(timeout=5)  # waits for the download under way
         state["release_trickle"].set()
-        answers = [process.communicate(timeout=60)[0].strip() for process in (first, second)]
+        answers = [process.communicate(timeout=60)[0].split()[-1] for process in (first, second)]
     finally:
         state["release_trickle"].set()
         for process in (first, second):
@@ -131,6 +134,29 @@ def test_one_file_asked_for_by_two_processes_is_downloaded_once_and_whole(fake_l
     assert answers == [str(len(PNG_BYTES))] * 2
     assert state["public_requests"] == ["trickle.png"]
     assert os.listdir(os.path.join(model_dir, "media-cache", media.LOCKS_FOLDER)) == []
+
+
+def test_a_forked_child_does_not_keep_a_download_locked(tmp_path):
+    """A lock belongs to the open file a forked child shares (Ultralytics' data loaders fork during a
+    training in the serving process): the child's copies are closed."""
+    with media._held_across_processes(str(tmp_path), "a file"):
+        held = set(media._lock_fds_held)
+        assert len(held) == 1
+        child = os.fork()
+        if child == 0:
+            still_open = [fd for fd in held if _is_open(fd)]
+            os._exit(1 if still_open or media._lock_fds_held else 0)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert media._lock_fds_held == set() and os.listdir(tmp_path) == []
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
 
 
 def test_upload_with_personal_access_token_refreshes_once_on_401(fake_ls):

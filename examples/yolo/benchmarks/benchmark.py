@@ -78,7 +78,11 @@ def interleaved_rounds(runs: Dict[str, Callable[[], Optional[float]]], images: i
         for name, run in runs.items():
             started = time.perf_counter()
             timed_itself = run()
-            seconds = time.perf_counter() - started if timed_itself is None else timed_itself
+            seconds = time.perf_counter() - started
+            if timed_itself is not None:
+                if not isinstance(timed_itself, float):
+                    raise TypeError(f"run {name!r} returned {type(timed_itself).__name__}: None or its seconds")
+                seconds = timed_itself
             timings[name].append(seconds / images)
     return timings
 
