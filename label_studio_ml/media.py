@@ -427,22 +427,23 @@ _upload_routes = _UploadRoutes()
 
 class _FileLocks:
     """The SDK writes a download straight to its cache path and takes any existing path for a cache
-    hit: a second thread asking for the same file meanwhile would read it half written. So the
-    lookups and downloads of one file take turns within the process (and, through
-    `_held_across_processes`, with other processes), while other files go their way; a file's lock
-    lives while a thread holds or waits for it."""
+    hit: a second thread or process asking for the same file meanwhile would read it half written
+    or download it again into the same path. So the lookups and downloads of one file take turns
+    within the process and, through a lock file in `lock_dir` (`_held_across_processes`), with the
+    other processes sharing the media cache, while other files go their way; a file's lock lives
+    while a thread holds or waits for it."""
 
     def __init__(self):
         self._guard = threading.Lock()
         self._locks: Dict[tuple, list] = {}  # key -> [lock, threads holding or waiting for it]
 
     @contextmanager
-    def held(self, key: tuple):
+    def held(self, key: tuple, lock_dir: str):
         with self._guard:
             entry = self._locks.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1
         try:
-            with entry[0]:
+            with entry[0], _held_across_processes(lock_dir, "\0".join(key)):
                 yield
         finally:
             with self._guard:
@@ -485,7 +486,7 @@ def _lock_file(path: str) -> int:
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        except FileNotFoundError:  # the cache folder was removed meanwhile
+        except FileNotFoundError:  # no lock folder yet, or the cache folder was removed meanwhile
             os.makedirs(os.path.dirname(path), exist_ok=True)
             continue
         try:
@@ -508,7 +509,6 @@ def _held_across_processes(lock_dir: str, key: str):
     if fcntl is None:
         yield
         return
-    os.makedirs(lock_dir, exist_ok=True)
     path = os.path.join(lock_dir, hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
     fd = _lock_file(path)
     _lock_fds_held.add(fd)
@@ -566,9 +566,8 @@ def get_local_path(
 
     def fetch(session, target, force_refresh=False):
         effective = _tokens.access_token(base_url, token, _timeout(settings), force=force_refresh) if pat else token
-        with _file_locks.held((target_dir, target)), \
-                _held_across_processes(os.path.join(cache_dir, LOCKS_FOLDER), f"{target_dir}\0{target}"), \
-                ls_io.http_session(session):
+        lock_dir = os.path.join(cache_dir, LOCKS_FOLDER)
+        with _file_locks.held((target_dir, target), lock_dir), ls_io.http_session(session):
             return ls_io.get_local_path(
                 target, cache_dir=target_dir, hostname=base_url or None, access_token=effective or None,
                 download_resources=True, task_id=task_id,

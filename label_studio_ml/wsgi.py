@@ -143,21 +143,23 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
     """Entry point of `python _wsgi.py ...`: parse the command line and serve with gunicorn, or with
     Flask's development server for `--debug` (and on Windows, where gunicorn does not run).
 
-    `model` is the model class or its `"module:Class"` reference (see `find_model_class`; an error
-    there ends the process with one line). `on_start(settings)` runs in each serving process once its
-    app exists (with the settings the app serves with), e.g. to start loading weights in the background.
+    `model` is the model class or its `"module:Class"` reference (see `find_model_class`). A model
+    module that names no class, or a setting that cannot be used (`SettingsError`), ends the process
+    with one "error:" line. `on_start(settings)` runs in each serving process once its app exists
+    (with the settings the app serves with), e.g. to start loading weights in the background.
     """
+    try:
+        _serve(model, argv, on_start)
+    except (ModelClassError, SettingsError) as exc:
+        sys.exit(f"error: {exc}")
+
+
+def _serve(model: Union[str, Type], argv: Optional[List[str]], on_start: Optional[Callable]) -> None:
     from .api import init_app
 
     if isinstance(model, str):
-        try:
-            model = find_model_class(model)
-        except ModelClassError as exc:
-            sys.exit(f"error: {exc}")
-    try:
-        settings = model.default_settings()
-    except SettingsError as exc:
-        sys.exit(f"error: {exc}")
+        model = find_model_class(model)
+    settings = model.default_settings()
     parser = build_parser(model.__name__, settings)
     args = parser.parse_args(argv)
     try:
@@ -169,10 +171,7 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
                                 basic_auth_user=args.basic_auth_user, basic_auth_pass=args.basic_auth_pass)
     configure_logging(settings.log_level)
     if args.check:
-        try:
-            model(project_id="", label_config=None, settings=settings, **kwargs)
-        except SettingsError as exc:
-            sys.exit(f"error: {exc}")
+        model(project_id="", label_config=None, settings=settings, **kwargs)
         logger.info("%s instance created: check passed", model.__name__)
         return
 
@@ -183,10 +182,6 @@ def run_model_server(model: Union[str, Type], argv: Optional[List[str]] = None,
         return app
 
     if args.debug or os.name != "posix":
-        try:
-            app = make_app()
-        except SettingsError as exc:
-            sys.exit(f"error: {exc}")
-        app.run(host=settings.host, port=settings.port, debug=settings.debug, threaded=True, use_reloader=False)
+        make_app().run(host=settings.host, port=settings.port, debug=settings.debug, threaded=True, use_reloader=False)
     else:
         serve_with_gunicorn(make_app, settings.host, settings.port, settings.log_level)

@@ -70,7 +70,8 @@ def interleaved_rounds(runs: Dict[str, Callable[[], Optional[float]]], images: i
     untimed warm-up each (new batch sizes and shapes make engines build new kernels the first
     time). The runs take turns round after round, so that a machine growing slower or faster
     meanwhile (a shared VM does) weighs on the raw figures and ours alike. A run that does work of
-    its own around what it measures times itself: it returns the seconds that count."""
+    its own around what it measures times itself: it returns the seconds that count (a float;
+    anything else it returns is ignored)."""
     for run in runs.values():
         run()
     timings: Dict[str, list] = {name: [] for name in runs}
@@ -78,11 +79,7 @@ def interleaved_rounds(runs: Dict[str, Callable[[], Optional[float]]], images: i
         for name, run in runs.items():
             started = time.perf_counter()
             timed_itself = run()
-            seconds = time.perf_counter() - started
-            if timed_itself is not None:
-                if not isinstance(timed_itself, float):
-                    raise TypeError(f"run {name!r} returned {type(timed_itself).__name__}: None or its seconds")
-                seconds = timed_itself
+            seconds = timed_itself if isinstance(timed_itself, float) else time.perf_counter() - started
             timings[name].append(seconds / images)
     return timings
 
